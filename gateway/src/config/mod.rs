@@ -1,0 +1,369 @@
+//! `routes.toml`: the typed shape users write, with documented defaults.
+//!
+//! Parsing is strict (`deny_unknown_fields`); semantic checks that need the
+//! whole file (upstream names, schemas, keys) live in [`validate`] and in the
+//! route-table build, which together report every problem at once.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use validate::{ConfigError, Problem};
+
+/// The whole `routes.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The Kafka cluster events are published to.
+    pub kafka: KafkaConfig,
+    /// Where the Avro schemas live and, optionally, the Schema Registry.
+    #[serde(default)]
+    pub schemas: SchemasConfig,
+    /// Durable local spool for dual-write events that Kafka could not take.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// `Idempotency-Key` handling for async routes.
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
+    /// How long `GET /operations/{id}` remembers accepted operations.
+    #[serde(default)]
+    pub operations: OperationsConfig,
+    /// Legacy services, by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched on method and path pattern, most specific first.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Optional catch-all: requests matching no route are passed through here
+    /// instead of answered 404.
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for public traffic.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address for health, metrics, the schema catalog and the admin API.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Seconds a client is told to wait (`Retry-After`) when the gateway sheds load.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u32,
+    /// Watch the config file and reload it on change (SIGHUP always reloads).
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin: default_admin(),
+            max_body_bytes: default_max_body_bytes(),
+            retry_after_secs: default_retry_after_secs(),
+            watch_config: default_true(),
+        }
+    }
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`, or `"embedded"` for an in-process development
+    /// cluster (librdkafka's mock cluster: not durable, data lives in memory).
+    pub bootstrap: String,
+    /// Upper bound for one delivery, in milliseconds. It is also librdkafka's
+    /// `message.timeout.ms`, so a message that was not acknowledged in time is
+    /// failed by the producer itself rather than delivered after the caller
+    /// was told it failed.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Most messages the producer may hold in memory before new publishes are
+    /// refused with 503 (`queue.buffering.max.messages`).
+    #[serde(default = "default_queue_max_messages")]
+    pub queue_max_messages: u32,
+    /// Extra librdkafka properties, handed over as they are. The gateway's
+    /// durability settings (`acks=all`, `enable.idempotence=true`) cannot be
+    /// weakened here.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[schemas]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// Directory of `.avsc` files, relative to the config file.
+    #[serde(default = "default_schemas_dir")]
+    pub dir: PathBuf,
+    /// Base URL of a Confluent-compatible Schema Registry. Without it the
+    /// gateway numbers its own catalog and serves it at `/schemas/ids/{id}`.
+    pub registry: Option<String>,
+    /// Timeout for one Schema Registry call, in milliseconds.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub registry_timeout_ms: u64,
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_schemas_dir(),
+            registry: None,
+            registry_timeout_ms: default_registry_timeout_ms(),
+        }
+    }
+}
+
+/// `[spool]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory for spooled events, relative to the config file.
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    /// Most events the spool holds; past it an event is logged and counted
+    /// as lost (`gateway_events_lost_total`), never silently dropped.
+    #[serde(default = "default_spool_max_events")]
+    pub max_events: usize,
+    /// Pause between re-publish attempts while Kafka is unavailable, in milliseconds.
+    #[serde(default = "default_spool_retry_ms")]
+    pub retry_interval_ms: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_spool_dir(),
+            max_events: default_spool_max_events(),
+            retry_interval_ms: default_spool_retry_ms(),
+        }
+    }
+}
+
+/// `[idempotency]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long a key is remembered, in seconds.
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Most keys remembered at once (least recently used are forgotten first).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_idempotency_ttl_secs(),
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+/// `[operations]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperationsConfig {
+    /// How long an accepted operation id is remembered, in seconds.
+    #[serde(default = "default_operations_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Most operation ids remembered at once.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_operations_ttl_secs(),
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+/// `[upstreams.<name>]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the legacy service (`http://host:port[/prefix]`).
+    pub url: String,
+    /// Time allowed for the legacy service to answer with headers, in milliseconds.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `[fallback]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Upstream that unmatched requests are passed through to.
+    pub upstream: String,
+}
+
+/// What a route does with a call.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Proxy to the legacy service, nothing else.
+    Passthrough,
+    /// Proxy, and on a 2xx answer also publish the event.
+    DualWrite,
+    /// Publish the event and answer 202; the legacy service is not called.
+    Async,
+}
+
+impl Mode {
+    /// The name used in `routes.toml`, metrics and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Passthrough => "passthrough",
+            Mode::DualWrite => "dual-write",
+            Mode::Async => "async",
+        }
+    }
+
+    /// Whether the mode publishes events (and so needs topic, schema and key).
+    pub fn publishes(self) -> bool {
+        !matches!(self, Mode::Passthrough)
+    }
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name; used in metrics, logs, `ce_source` and problem bodies.
+    pub name: String,
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path pattern: `/orders`, `/orders/{id}`, or a catch-all `/static/{*rest}`.
+    pub path: String,
+    /// Name of an `[upstreams.*]` entry.
+    pub upstream: String,
+    /// `passthrough`, `dual-write` or `async`.
+    pub mode: Mode,
+    /// Kafka topic for the event (dual-write and async).
+    pub topic: Option<String>,
+    /// Full name of the Avro record in `schemas/` (dual-write and async).
+    pub schema: Option<String>,
+    /// Message key: a JSON pointer into the body (`/customerId`) or a path
+    /// parameter (`{id}`) (dual-write and async).
+    pub key: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9080))
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_retry_after_secs() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_publish_timeout_ms() -> u64 {
+    5_000
+}
+fn default_queue_max_messages() -> u32 {
+    100_000
+}
+fn default_schemas_dir() -> PathBuf {
+    PathBuf::from("schemas")
+}
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("spool")
+}
+fn default_spool_max_events() -> usize {
+    1_000_000
+}
+fn default_spool_retry_ms() -> u64 {
+    1_000
+}
+fn default_idempotency_ttl_secs() -> u64 {
+    24 * 60 * 60
+}
+fn default_operations_ttl_secs() -> u64 {
+    24 * 60 * 60
+}
+fn default_cache_entries() -> u64 {
+    1_000_000
+}
+fn default_upstream_timeout_ms() -> u64 {
+    5_000
+}
+
+/// A parsed config together with the directory its relative paths resolve against.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The parsed file.
+    pub config: Config,
+    /// Directory of the file; relative paths in it are relative to this.
+    pub base_dir: PathBuf,
+}
+
+impl LoadedConfig {
+    /// Reads and parses a config file (syntax and types only).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, base_dir)
+    }
+
+    /// Parses config text whose relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Ok(Self { config, base_dir })
+    }
+
+    /// Resolves a path from the file against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Schema directory, resolved.
+    pub fn schemas_dir(&self) -> PathBuf {
+        self.resolve(&self.config.schemas.dir)
+    }
+
+    /// Spool directory, resolved.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.resolve(&self.config.spool.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

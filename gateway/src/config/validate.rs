@@ -1,0 +1,256 @@
+//! Whole-file validation: every problem, each with its route name.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{Config, RouteConfig};
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown keys or wrong types.
+    #[error("{0}")]
+    Syntax(String),
+    /// The file parsed but is not a valid gateway config.
+    #[error("{} problem(s):\n{}", .0.len(), Problem::list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One thing wrong with a config, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The route it concerns, when it concerns one.
+    pub route: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with one route.
+    pub fn route(route: &str, message: impl Into<String>) -> Self {
+        Self {
+            route: Some(route.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the file as a whole.
+    pub fn global(message: impl Into<String>) -> Self {
+        Self {
+            route: None,
+            message: message.into(),
+        }
+    }
+
+    fn list(problems: &[Problem]) -> String {
+        problems
+            .iter()
+            .map(|p| format!("  - {p}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.route {
+            Some(r) => write!(f, "route {r}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+impl Config {
+    /// Checks everything that can be checked without reading schemas.
+    /// Returns all problems found, not only the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.validate_globals(&mut problems);
+        let mut names = HashSet::new();
+        for route in &self.routes {
+            if !names.insert(route.name.as_str()) {
+                problems.push(Problem::route(&route.name, "duplicate route name"));
+            }
+            self.validate_route(route, &mut problems);
+        }
+        problems
+    }
+
+    fn validate_globals(&self, problems: &mut Vec<Problem>) {
+        if self.server.max_body_bytes == 0 {
+            problems.push(Problem::global("server.max_body_bytes must be > 0"));
+        }
+        if self.server.listen == self.server.admin {
+            problems.push(Problem::global(
+                "server.listen and server.admin must be different addresses",
+            ));
+        }
+        if self.kafka.bootstrap.trim().is_empty() {
+            problems.push(Problem::global("kafka.bootstrap is empty"));
+        }
+        if self.kafka.publish_timeout_ms == 0 {
+            problems.push(Problem::global("kafka.publish_timeout_ms must be > 0"));
+        }
+        if self.kafka.queue_max_messages == 0 {
+            problems.push(Problem::global("kafka.queue_max_messages must be > 0"));
+        }
+        for (key, value) in &self.kafka.properties {
+            if let Some(msg) = forbidden_property(key, value) {
+                problems.push(Problem::global(msg));
+            }
+        }
+        if let Some(url) = &self.schemas.registry {
+            if let Err(e) = url.parse::<http::Uri>() {
+                problems.push(Problem::global(format!("schemas.registry {url:?}: {e}")));
+            }
+        }
+        if self.spool.max_events == 0 {
+            problems.push(Problem::global("spool.max_events must be > 0"));
+        }
+        for (name, upstream) in &self.upstreams {
+            if let Err(msg) = check_upstream_url(&upstream.url) {
+                problems.push(Problem::global(format!("upstream {name}: {msg}")));
+            }
+            if upstream.timeout_ms == 0 {
+                problems.push(Problem::global(format!(
+                    "upstream {name}: timeout_ms must be > 0"
+                )));
+            }
+        }
+        if let Some(fallback) = &self.fallback {
+            if !self.upstreams.contains_key(&fallback.upstream) {
+                problems.push(Problem::global(format!(
+                    "fallback.upstream {:?} is not a configured upstream",
+                    fallback.upstream
+                )));
+            }
+        }
+    }
+
+    fn validate_route(&self, route: &RouteConfig, problems: &mut Vec<Problem>) {
+        let name = &route.name;
+        if name.trim().is_empty() {
+            problems.push(Problem::global("a route has an empty name"));
+        }
+        if !KNOWN_METHODS.contains(&route.method.as_str()) {
+            problems.push(Problem::route(
+                name,
+                format!(
+                    "method {:?} is not one of {}",
+                    route.method,
+                    KNOWN_METHODS.join(", ")
+                ),
+            ));
+        }
+        if !route.path.starts_with('/') {
+            problems.push(Problem::route(
+                name,
+                format!("path {:?} must start with '/'", route.path),
+            ));
+        }
+        if !self.upstreams.contains_key(&route.upstream) {
+            problems.push(Problem::route(
+                name,
+                format!("upstream {:?} is not configured", route.upstream),
+            ));
+        }
+        if !route.mode.publishes() {
+            return;
+        }
+        let mode = route.mode.as_str();
+        match &route.topic {
+            None => problems.push(Problem::route(name, format!("mode {mode} needs a topic"))),
+            Some(t) => {
+                if let Err(msg) = check_topic(t) {
+                    problems.push(Problem::route(name, msg));
+                }
+            }
+        }
+        if route.schema.is_none() {
+            problems.push(Problem::route(name, format!("mode {mode} needs a schema")));
+        }
+        match &route.key {
+            None => problems.push(Problem::route(name, format!("mode {mode} needs a key"))),
+            Some(key) => {
+                if let Err(msg) = check_key(key, &route.path) {
+                    problems.push(Problem::route(name, msg));
+                }
+            }
+        }
+    }
+}
+
+/// Durability settings the gateway owns; weakening them would break the
+/// promise that a 202 means the event is in Kafka.
+fn forbidden_property(key: &str, value: &str) -> Option<String> {
+    let owned = match key {
+        "acks" | "request.required.acks" => value != "all" && value != "-1",
+        "enable.idempotence" => value != "true",
+        "bootstrap.servers" | "metadata.broker.list" => true,
+        "message.timeout.ms" | "delivery.timeout.ms" => true,
+        _ => false,
+    };
+    owned.then(|| {
+        format!("kafka.properties.{key} = {value:?} is owned by the gateway (see README: durability)")
+    })
+}
+
+fn check_upstream_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("url {url:?}: scheme {other:?} is not supported (http)")),
+        None => return Err(format!("url {url:?} needs a scheme, e.g. http://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("url {url:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("url {url:?} must not have a query"));
+    }
+    Ok(())
+}
+
+fn check_topic(topic: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        return Err(format!("topic {topic:?} is not a legal Kafka topic name"));
+    }
+    if !topic.chars().all(legal) {
+        return Err(format!(
+            "topic {topic:?} may only contain ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str, path: &str) -> Result<(), String> {
+    if let Some(param) = key.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
+        let wanted = format!("{{{param}}}");
+        if path.split('/').any(|seg| seg == wanted) {
+            return Ok(());
+        }
+        return Err(format!(
+            "key {key:?} names a path parameter that the path {path:?} does not have"
+        ));
+    }
+    if key.starts_with('/') {
+        return Ok(());
+    }
+    Err(format!(
+        "key {key:?} must be a JSON pointer (\"/customerId\") or a path parameter (\"{{id}}\")"
+    ))
+}

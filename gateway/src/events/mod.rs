@@ -1,0 +1,73 @@
+//! Events: building the Kafka record for a request (key, Confluent-framed
+//! Avro value, CloudEvents headers), publishing it durably, and spooling
+//! what Kafka could not take.
+
+pub mod embedded;
+mod producer;
+pub mod spool;
+
+pub use producer::{Delivered, PublishError, Publisher};
+
+/// A Kafka record ready to send: everything is already encoded, so it can be
+/// published, spooled and re-published without the schema.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutgoingEvent {
+    /// CloudEvents id; also the operation id of an async request.
+    pub id: String,
+    /// Route that produced it (CloudEvents `source`).
+    pub route: String,
+    /// Destination topic.
+    pub topic: String,
+    /// Message key (UTF-8).
+    pub key: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Confluent-framed Avro value.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
+/// Request facts that end up in the CloudEvents headers.
+#[derive(Debug, Default, Clone)]
+pub struct EventContext {
+    /// W3C `traceparent` of the request, if any.
+    pub traceparent: Option<String>,
+    /// `Idempotency-Key` of the request, if any.
+    pub idempotency_key: Option<String>,
+}
+
+impl OutgoingEvent {
+    /// Builds the record with CloudEvents binary-mode headers.
+    pub fn new(
+        route: &str,
+        topic: &str,
+        ce_type: &str,
+        key: String,
+        payload: Vec<u8>,
+        ctx: &EventContext,
+    ) -> Self {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut headers = vec![
+            ("ce_specversion".to_string(), "1.0".to_string()),
+            ("ce_id".to_string(), id.clone()),
+            ("ce_type".to_string(), ce_type.to_string()),
+            ("ce_source".to_string(), route.to_string()),
+            ("ce_time".to_string(), jiff::Timestamp::now().to_string()),
+            ("content-type".to_string(), "application/avro".to_string()),
+        ];
+        if let Some(tp) = &ctx.traceparent {
+            headers.push(("traceparent".to_string(), tp.clone()));
+        }
+        if let Some(k) = &ctx.idempotency_key {
+            headers.push(("idempotency-key".to_string(), k.clone()));
+        }
+        Self {
+            id,
+            route: route.to_string(),
+            topic: topic.to_string(),
+            key,
+            headers,
+            payload,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The durable producer: `acks=all`, idempotence on, every delivery bounded
+//! by `publish_timeout_ms`, queue-full refused at once instead of buffered.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::OutgoingEvent;
+use crate::config::KafkaConfig;
+
+/// Where Kafka put an acknowledged event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// Why an event was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The producer's in-memory queue is full: shed load.
+    #[error("producer queue is full")]
+    QueueFull,
+    /// No acknowledgement within the publish timeout (broker down or slow).
+    #[error("no acknowledgement within {0} ms")]
+    Timeout(u64),
+    /// The topic does not exist and could not be created.
+    #[error("topic does not exist and cannot be created")]
+    UnknownTopic,
+    /// The broker refused the record for good (too large, not authorised...).
+    #[error("rejected by Kafka: {0}")]
+    Rejected(String),
+    /// Any other, possibly transient, Kafka failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PublishError {
+    fn from_kafka(err: &KafkaError, timeout_ms: u64) -> Self {
+        match err.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
+            Some(RDKafkaErrorCode::MessageTimedOut) | Some(RDKafkaErrorCode::RequestTimedOut) => {
+                PublishError::Timeout(timeout_ms)
+            }
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic)
+            | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            | Some(RDKafkaErrorCode::InvalidTopic) => PublishError::UnknownTopic,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::ClusterAuthorizationFailed,
+            ) => PublishError::Rejected(err.to_string()),
+            _ => PublishError::Other(err.to_string()),
+        }
+    }
+
+    /// Whether trying again later can help.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, PublishError::Rejected(_))
+    }
+
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::QueueFull => "queue_full",
+            PublishError::Timeout(_) => "timeout",
+            PublishError::UnknownTopic => "unknown_topic",
+            PublishError::Rejected(_) => "rejected",
+            PublishError::Other(_) => "kafka_error",
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the one producer of the process.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    timeout_ms: u64,
+}
+
+impl Publisher {
+    /// Creates the producer. `bootstrap` is the resolved broker list.
+    pub fn new(config: &KafkaConfig, bootstrap: &str) -> Result<Self, KafkaError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in &config.properties {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", config.publish_timeout_ms.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                config.queue_max_messages.to_string(),
+            )
+            .set("client.id", "migration-gateway");
+        if !config.properties.contains_key("linger.ms") {
+            cc.set("linger.ms", "5");
+        }
+        let producer: FutureProducer = cc.create()?;
+        Ok(Self {
+            producer,
+            timeout_ms: config.publish_timeout_ms,
+        })
+    }
+
+    /// Enqueues the event and waits for the broker's acknowledgement.
+    pub async fn publish(&self, event: &OutgoingEvent) -> Result<Delivered, PublishError> {
+        let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
+        for (k, v) in &event.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(&event.topic)
+            .key(event.key.as_bytes())
+            .payload(&event.payload)
+            .headers(headers);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| PublishError::from_kafka(&e, self.timeout_ms))?;
+        // librdkafka fails the message itself at message.timeout.ms; the extra
+        // margin only guards against a lost delivery report.
+        let guard = Duration::from_millis(self.timeout_ms.saturating_add(2_000));
+        match tokio::time::timeout(guard, delivery).await {
+            Ok(Ok(Ok(d))) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Ok(Err((e, _)))) => Err(PublishError::from_kafka(&e, self.timeout_ms)),
+            Ok(Err(_canceled)) => Err(PublishError::Other("producer shut down".into())),
+            Err(_) => Err(PublishError::Timeout(self.timeout_ms)),
+        }
+    }
+
+    /// Whether cluster metadata can be fetched right now.
+    pub async fn metadata_reachable(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Messages still waiting for an acknowledgement.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// Waits (bounded) for queued messages to be delivered, for shutdown.
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+    }
+}

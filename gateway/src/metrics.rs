@@ -1,0 +1,105 @@
+//! Every metric the gateway exports, named once. One registry per gateway
+//! instance, rendered in Prometheus text format on the admin port.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from sub-millisecond proxying to slow brokers.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The gateway's metrics. Cloning shares the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `gateway_requests_total{route,mode,status}`
+    pub requests: IntCounterVec,
+    /// `gateway_request_errors_total{route,side,reason}`
+    pub request_errors: IntCounterVec,
+    /// `gateway_upstream_duration_seconds{upstream}`: time to response headers.
+    pub upstream_latency: HistogramVec,
+    /// `gateway_publish_duration_seconds{topic}`: enqueue to acknowledgement.
+    pub publish_latency: HistogramVec,
+    /// `gateway_publish_failures_total{topic,reason}`
+    pub publish_failures: IntCounterVec,
+    /// `gateway_events_published_total{route,topic}`
+    pub events_published: IntCounterVec,
+    /// `gateway_events_spooled_total{route}`
+    pub events_spooled: IntCounterVec,
+    /// `gateway_events_republished_total{route}`
+    pub events_republished: IntCounterVec,
+    /// `gateway_events_lost_total{reason}`: should stay at zero; alert on it.
+    pub events_lost: IntCounterVec,
+    /// `gateway_events_unencodable_total{route}`: dual-write bodies the legacy
+    /// service accepted but that do not fit the schema.
+    pub events_unencodable: IntCounterVec,
+    /// `gateway_idempotent_replays_total{route}`
+    pub idempotent_replays: IntCounterVec,
+    /// `gateway_spool_depth`
+    pub spool_depth: IntGauge,
+    /// `gateway_config_reloads_total{result}`
+    pub reloads: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        unreachable!("static metric definition {name} is invalid: {e}")
+    });
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered twice: {e}"));
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name} is invalid: {e}"));
+    registry
+        .register(Box::new(h.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered twice: {e}"));
+    h
+}
+
+impl Metrics {
+    /// Creates the registry and every series.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let spool_depth = IntGauge::new("gateway_spool_depth", "Events waiting in the spool")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        r.register(Box::new(spool_depth.clone()))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        Self {
+            requests: counter(&r, "gateway_requests_total", "Requests answered", &["route", "mode", "status"]),
+            request_errors: counter(&r, "gateway_request_errors_total", "Requests that failed, by side and reason", &["route", "side", "reason"]),
+            upstream_latency: histogram(&r, "gateway_upstream_duration_seconds", "Legacy service time to response headers", &["upstream"]),
+            publish_latency: histogram(&r, "gateway_publish_duration_seconds", "Kafka publish time until acknowledgement", &["topic"]),
+            publish_failures: counter(&r, "gateway_publish_failures_total", "Events Kafka did not acknowledge", &["topic", "reason"]),
+            events_published: counter(&r, "gateway_events_published_total", "Events acknowledged by Kafka", &["route", "topic"]),
+            events_spooled: counter(&r, "gateway_events_spooled_total", "Dual-write events written to the spool", &["route"]),
+            events_republished: counter(&r, "gateway_events_republished_total", "Spooled events later acknowledged by Kafka", &["route"]),
+            events_lost: counter(&r, "gateway_events_lost_total", "Events that could be neither published nor spooled", &["reason"]),
+            events_unencodable: counter(&r, "gateway_events_unencodable_total", "Dual-write bodies that do not fit the route's schema", &["route"]),
+            idempotent_replays: counter(&r, "gateway_idempotent_replays_total", "Async requests answered from the idempotency cache", &["route"]),
+            reloads: counter(&r, "gateway_config_reloads_total", "Config reload attempts", &["result"]),
+            spool_depth,
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,125 @@
+//! async: validate, publish with acks=all, and only then answer 202.
+//! The legacy service is not called.
+
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{check_declared_length, encode_event, event_context, read_body};
+use crate::events::PublishError;
+use crate::problem::GatewayError;
+use crate::routing::{Limits, Route};
+use crate::state::{Accepted, IdempotentEntry, Shared};
+
+pub(super) async fn serve(
+    shared: &Shared,
+    route: &Route,
+    params: &[(String, String)],
+    limits: Limits,
+    request: Request<Body>,
+) -> Result<Response, GatewayError> {
+    check_declared_length(&request, limits.max_body_bytes)?;
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, limits.max_body_bytes).await?;
+    let ctx = event_context(&parts.headers);
+    let event = encode_event(route, params, &bytes, &ctx)?;
+
+    let Some(idem_key) = ctx.idempotency_key.clone() else {
+        let accepted = publish(shared, &event)
+            .await
+            .map_err(|source| publish_error(&event.topic, source))?;
+        return Ok(accepted_response(&accepted));
+    };
+
+    let body_hash = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        h.finish()
+    };
+    // Concurrent requests with the same key wait on one publication; a
+    // failed publication is not remembered, so a retry publishes again.
+    let entry = shared
+        .idempotency
+        .entry((route.name.clone(), idem_key.clone()))
+        .or_try_insert_with(async {
+            publish(shared, &event)
+                .await
+                .map(|accepted| IdempotentEntry {
+                    body_hash,
+                    accepted,
+                })
+        })
+        .await
+        .map_err(|e| publish_error(&event.topic, (*e).clone()))?;
+    let remembered = entry.value();
+    if !entry.is_fresh() {
+        if remembered.body_hash != body_hash {
+            return Err(GatewayError::IdempotencyConflict { key: idem_key });
+        }
+        shared
+            .metrics
+            .idempotent_replays
+            .with_label_values(&[&route.name])
+            .inc();
+    }
+    Ok(accepted_response(&remembered.accepted))
+}
+
+fn publish_error(topic: &str, source: PublishError) -> GatewayError {
+    GatewayError::Publish {
+        topic: topic.to_string(),
+        source,
+    }
+}
+
+async fn publish(
+    shared: &Shared,
+    event: &crate::events::OutgoingEvent,
+) -> Result<Accepted, PublishError> {
+    let started = Instant::now();
+    let result = shared.publisher.publish(event).await;
+    shared
+        .metrics
+        .publish_latency
+        .with_label_values(&[&event.topic])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(d) => {
+            shared
+                .metrics
+                .events_published
+                .with_label_values(&[&event.route, &event.topic])
+                .inc();
+            let accepted = Accepted {
+                id: event.id.clone(),
+                topic: event.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+            };
+            shared
+                .operations
+                .insert(accepted.id.clone(), accepted.clone())
+                .await;
+            Ok(accepted)
+        }
+        Err(e) => {
+            shared
+                .metrics
+                .publish_failures
+                .with_label_values(&[&event.topic, e.reason()])
+                .inc();
+            Err(e)
+        }
+    }
+}
+
+fn accepted_response(accepted: &Accepted) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/operations/{}", accepted.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

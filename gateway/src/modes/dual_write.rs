@@ -1,0 +1,94 @@
+//! dual-write: the legacy service answers the caller; on its 2xx the event
+//! is published too, or spooled durably when Kafka cannot take it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+
+use super::{check_declared_length, encode_event, event_context, read_body};
+use crate::events::OutgoingEvent;
+use crate::problem::GatewayError;
+use crate::routing::{Limits, Route};
+use crate::state::Shared;
+
+pub(super) async fn serve(
+    shared: &Shared,
+    route: &Route,
+    params: &[(String, String)],
+    limits: Limits,
+    request: Request<Body>,
+    client_addr: Option<SocketAddr>,
+) -> Result<Response, GatewayError> {
+    check_declared_length(&request, limits.max_body_bytes)?;
+    let (parts, body) = request.into_parts();
+    // Buffered (bounded): the same bytes go to the legacy service and the event.
+    let bytes = read_body(body, limits.max_body_bytes).await?;
+    let ctx = event_context(&parts.headers);
+    // Encoded before the call, published only after a 2xx. The legacy service
+    // stays the source of truth: a body it accepts is never refused here.
+    let event = encode_event(route, params, &bytes, &ctx);
+
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let response = route
+        .upstream
+        .call(&shared.http, &shared.metrics, request, client_addr)
+        .await?;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    match event {
+        Ok(event) => publish_or_spool(shared, event).await,
+        Err(e) => {
+            shared
+                .metrics
+                .events_unencodable
+                .with_label_values(&[&route.name])
+                .inc();
+            tracing::warn!(route = %route.name, error = %e, "legacy accepted a body that does not fit the event schema; no event");
+        }
+    }
+    Ok(response)
+}
+
+async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
+    let started = Instant::now();
+    let result = shared.publisher.publish(&event).await;
+    shared
+        .metrics
+        .publish_latency
+        .with_label_values(&[&event.topic])
+        .observe(started.elapsed().as_secs_f64());
+    let err = match result {
+        Ok(_) => {
+            shared
+                .metrics
+                .events_published
+                .with_label_values(&[&event.route, &event.topic])
+                .inc();
+            return;
+        }
+        Err(e) => e,
+    };
+    shared
+        .metrics
+        .publish_failures
+        .with_label_values(&[&event.topic, err.reason()])
+        .inc();
+    match shared.spool.put(&event).await {
+        Ok(()) => {
+            shared.metrics.events_spooled.with_label_values(&[&event.route]).inc();
+            shared
+                .metrics
+                .spool_depth
+                .set(i64::try_from(shared.spool.depth()).unwrap_or(i64::MAX));
+            tracing::warn!(route = %event.route, topic = %event.topic, id = %event.id, error = %err, "event spooled for re-publication");
+        }
+        Err(spool_err) => {
+            shared.metrics.events_lost.with_label_values(&["spool_failed"]).inc();
+            tracing::error!(route = %event.route, topic = %event.topic, id = %event.id, publish_error = %err, spool_error = %spool_err, "EVENT LOST: neither published nor spooled");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The public request path: match a route, run its mode, and turn every
+//! failure into a problem response with a labelled metric.
+
+mod async_accept;
+mod dual_write;
+mod passthrough;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Request};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use crate::events::{EventContext, OutgoingEvent};
+use crate::problem::GatewayError;
+use crate::routing::{KeySource, Matched, Route};
+use crate::state::Shared;
+
+const OPERATIONS_PREFIX: &str = "/operations/";
+
+/// The single public handler (axum fallback).
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    request: Request<Body>,
+) -> Response {
+    let client_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let table = shared.table.load_full();
+    let retry_after = table.limits.retry_after_secs;
+
+    if request.method() == http::Method::GET {
+        if let Some(id) = request.uri().path().strip_prefix(OPERATIONS_PREFIX) {
+            return operation_status(&shared, id, retry_after).await;
+        }
+    }
+
+    let path = request.uri().path().to_string();
+    let Some(Matched { route, params }) = table.lookup(request.method(), &path) else {
+        if let Some(fallback) = &table.fallback {
+            let result = passthrough::forward(&shared, fallback, table.limits, request, client_addr).await;
+            return finish(&shared, "fallback", "passthrough", result, retry_after);
+        }
+        let err = GatewayError::NoRoute {
+            method: request.method().to_string(),
+            path,
+        };
+        return finish(&shared, "", "none", Err(err), retry_after);
+    };
+
+    let route: Arc<Route> = route.clone();
+    let result = match route.mode {
+        crate::config::Mode::Passthrough => {
+            passthrough::forward(&shared, &route.upstream, table.limits, request, client_addr).await
+        }
+        crate::config::Mode::DualWrite => {
+            dual_write::serve(&shared, &route, &params, table.limits, request, client_addr).await
+        }
+        crate::config::Mode::Async => {
+            async_accept::serve(&shared, &route, &params, table.limits, request).await
+        }
+    };
+    finish(&shared, &route.name, route.mode.as_str(), result, retry_after)
+}
+
+fn finish(
+    shared: &Shared,
+    route: &str,
+    mode: &str,
+    result: Result<Response, GatewayError>,
+    retry_after: u32,
+) -> Response {
+    let response = match result {
+        Ok(r) => r,
+        Err(err) => {
+            shared
+                .metrics
+                .request_errors
+                .with_label_values(&[route, err.side().as_str(), err.reason()])
+                .inc();
+            if err.side() != crate::problem::Side::Client {
+                tracing::warn!(route, error = %err, "request failed");
+            }
+            err.into_problem((!route.is_empty()).then_some(route), retry_after)
+        }
+    };
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[route, mode, response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn operation_status(shared: &Shared, id: &str, retry_after: u32) -> Response {
+    match shared.operations.get(id).await {
+        Some(op) => axum::Json(serde_json::json!({
+            "id": op.id,
+            "status": "accepted",
+            "topic": op.topic,
+            "partition": op.partition,
+            "offset": op.offset,
+        }))
+        .into_response(),
+        None => GatewayError::NoRoute {
+            method: "GET".into(),
+            path: format!("{OPERATIONS_PREFIX}{id} (unknown or expired operation)"),
+        }
+        .into_problem(None, retry_after),
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+/// Refuses at once a body whose declared length is over the limit.
+pub(crate) fn check_declared_length(
+    request: &Request<Body>,
+    limit: usize,
+) -> Result<(), GatewayError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(GatewayError::BodyTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Validates and encodes a body into the route's event. Nothing is sent.
+pub(crate) fn encode_event(
+    route: &Route,
+    params: &[(String, String)],
+    body: &[u8],
+    ctx: &EventContext,
+) -> Result<OutgoingEvent, GatewayError> {
+    let Some(spec) = &route.event else {
+        return Err(GatewayError::Internal(format!(
+            "route {} publishes but has no event spec",
+            route.name
+        )));
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
+    let datum = spec
+        .schema
+        .encode_json(&json)
+        .map_err(|errors| GatewayError::SchemaViolation {
+            schema: spec.schema.full_name.clone(),
+            errors,
+        })?;
+    let key = match &spec.key {
+        KeySource::Pointer(p) => json.pointer(p).and_then(scalar_to_key),
+        KeySource::PathParam(name) => params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
+    }
+    .ok_or_else(|| GatewayError::MissingKey {
+        key: match &spec.key {
+            KeySource::Pointer(p) => p.clone(),
+            KeySource::PathParam(n) => format!("{{{n}}}"),
+        },
+    })?;
+    Ok(OutgoingEvent::new(
+        &route.name,
+        &spec.topic,
+        &spec.schema.full_name,
+        key,
+        crate::schema::confluent_frame(spec.schema_id, &datum),
+        ctx,
+    ))
+}
+
+fn scalar_to_key(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Request facts copied into the event headers.
+pub(crate) fn event_context(headers: &http::HeaderMap) -> EventContext {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    EventContext {
+        traceparent: get("traceparent"),
+        idempotency_key: get("idempotency-key"),
+    }
+}

@@ -1,0 +1,99 @@
+//! Live reload: read the file, build a whole new table off to the side,
+//! validate it, swap it in. A bad file never replaces a good table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::config::{LoadedConfig, Problem};
+use crate::routing;
+use crate::state::{ReloadFailure, Shared};
+
+/// Reloads `path` into `shared`. On failure the serving table is unchanged
+/// and the problems are logged and kept for `/admin/routes`.
+pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>> {
+    let result = match LoadedConfig::read(path) {
+        Ok(loaded) => {
+            warn_restart_only_changes(&shared.startup, &loaded);
+            routing::build(&loaded, &shared.schema_ids).await
+        }
+        Err(e) => Err(vec![Problem::global(e.to_string())]),
+    };
+    match result {
+        Ok(table) => {
+            let n = table.routes().len();
+            shared.install(table);
+            shared.metrics.reloads.with_label_values(&["ok"]).inc();
+            tracing::info!(path = %path.display(), routes = n, "config reloaded");
+            Ok(n)
+        }
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(path = %path.display(), problem = %p, "config reload refused; previous routes keep serving");
+            }
+            shared.metrics.reloads.with_label_values(&["rejected"]).inc();
+            shared.last_reload_error.store(Some(Arc::new(ReloadFailure {
+                at: jiff::Timestamp::now().to_string(),
+                problems: problems.clone(),
+            })));
+            Err(problems)
+        }
+    }
+}
+
+fn warn_restart_only_changes(running: &LoadedConfig, new: &LoadedConfig) {
+    let (a, b) = (&running.config, &new.config);
+    let mut changed = Vec::new();
+    if a.server.listen != b.server.listen || a.server.admin != b.server.admin {
+        changed.push("server.listen/admin");
+    }
+    if a.kafka != b.kafka {
+        changed.push("kafka");
+    }
+    if a.spool != b.spool {
+        changed.push("spool");
+    }
+    if a.idempotency != b.idempotency || a.operations != b.operations {
+        changed.push("idempotency/operations");
+    }
+    if a.schemas.registry != b.schemas.registry {
+        changed.push("schemas.registry");
+    }
+    if !changed.is_empty() {
+        tracing::warn!(sections = %changed.join(", "), "these settings take effect only after a restart");
+    }
+}
+
+/// Reloads on every change of the file (debounced) until the process ends.
+pub fn watch(shared: Arc<Shared>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let file_name = path.file_name().map(|f| f.to_os_string());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|f| f.to_os_string()) == file_name);
+            if ours && !event.kind.is_access() {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    // The directory, not the file: editors replace files by rename.
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(tokio::spawn(async move {
+        let _keep = watcher;
+        while rx.recv().await.is_some() {
+            // Let a burst of writes settle before reading.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while rx.try_recv().is_ok() {}
+            let _ = reload(&shared, &path).await;
+        }
+    }))
+}

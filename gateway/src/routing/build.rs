@@ -1,0 +1,236 @@
+//! Config + schema catalog → [`RouteTable`], collecting every problem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+
+use super::{EventSpec, KeySource, Limits, Route, RouteTable};
+use crate::config::{LoadedConfig, Problem};
+use crate::schema::{registry, Catalog, EventSchema};
+use crate::upstream::{HttpClient, Upstream};
+
+/// How schema ids are obtained.
+pub enum SchemaIds {
+    /// The gateway numbers its own catalog (fingerprint-derived ids).
+    Local,
+    /// A Confluent-compatible registry, with a cache of what it answered.
+    Registry {
+        /// Base URL.
+        url: String,
+        /// Per-call timeout.
+        timeout: Duration,
+        /// HTTP client.
+        client: HttpClient,
+        /// (subject, canonical schema) → id.
+        cache: Mutex<HashMap<(String, String), u32>>,
+    },
+}
+
+impl SchemaIds {
+    /// From the `[schemas]` section.
+    pub fn from_config(loaded: &LoadedConfig, client: &HttpClient) -> Self {
+        match &loaded.config.schemas.registry {
+            None => SchemaIds::Local,
+            Some(url) => SchemaIds::Registry {
+                url: url.clone(),
+                timeout: Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
+                client: client.clone(),
+                cache: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    async fn id_for(&self, topic: &str, schema: &EventSchema) -> Result<u32, String> {
+        match self {
+            SchemaIds::Local => Ok(schema.local_id()),
+            SchemaIds::Registry {
+                url,
+                timeout,
+                client,
+                cache,
+            } => {
+                let subject = format!("{topic}-value");
+                let key = (subject.clone(), schema.canonical.clone());
+                if let Some(id) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+                    return Ok(id);
+                }
+                let id = registry::register(client, url, &subject, &schema.canonical, *timeout)
+                    .await?;
+                if let Ok(mut c) = cache.lock() {
+                    c.insert(key, id);
+                }
+                Ok(id)
+            }
+        }
+    }
+}
+
+/// Builds and validates a complete route table. Nothing is shared with the
+/// table currently serving, so a failure leaves that one untouched.
+pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable, Vec<Problem>> {
+    let config = &loaded.config;
+    let mut problems = config.validate();
+    let catalog = match Catalog::load(&loaded.schemas_dir()) {
+        Ok(c) => c,
+        Err(p) => {
+            problems.extend(p);
+            Catalog::default()
+        }
+    };
+
+    let mut upstreams = HashMap::new();
+    for (name, u) in &config.upstreams {
+        if let Ok(up) = Upstream::new(name, u) {
+            upstreams.insert(name.clone(), Arc::new(up));
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut paths = matchit::Router::new();
+    let mut methods: Vec<HashMap<Method, usize>> = Vec::new();
+    let mut path_index: HashMap<String, usize> = HashMap::new();
+    let mut schema_ids = BTreeMap::new();
+
+    for rc in &config.routes {
+        let Some(upstream) = upstreams.get(&rc.upstream).cloned() else {
+            continue; // reported by validate()
+        };
+        let Ok(method) = Method::from_bytes(rc.method.as_bytes()) else {
+            continue;
+        };
+        let event = match (&rc.topic, &rc.schema, &rc.key) {
+            (Some(topic), Some(schema_name), Some(key)) => match catalog.get(schema_name) {
+                None => {
+                    problems.push(Problem::route(
+                        &rc.name,
+                        format!(
+                            "schema {schema_name:?} is not in {} (known: {})",
+                            loaded.schemas_dir().display(),
+                            catalog
+                                .iter()
+                                .map(|s| s.full_name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                    None
+                }
+                Some(schema) => {
+                    if let Err(msg) = check_key_in_schema(key, schema) {
+                        problems.push(Problem::route(&rc.name, msg));
+                    }
+                    match ids.id_for(topic, schema).await {
+                        Ok(id) => {
+                            if let Some(other) = schema_ids.get(&id) {
+                                let other: &Arc<EventSchema> = other;
+                                if other.canonical != schema.canonical {
+                                    problems.push(Problem::route(
+                                        &rc.name,
+                                        format!("schema id {id} of {schema_name} collides with {}", other.full_name),
+                                    ));
+                                }
+                            }
+                            schema_ids.insert(id, schema.clone());
+                            Some(EventSpec {
+                                topic: topic.clone(),
+                                schema: schema.clone(),
+                                schema_id: id,
+                                key: key_source(key),
+                            })
+                        }
+                        Err(e) => {
+                            problems.push(Problem::route(
+                                &rc.name,
+                                format!("schema registry: {e}"),
+                            ));
+                            None
+                        }
+                    }
+                }
+            },
+            _ => None,
+        };
+
+        let index = routes.len();
+        let slot = match path_index.get(&rc.path) {
+            Some(slot) => *slot,
+            None => match paths.insert(rc.path.clone(), methods.len()) {
+                Ok(()) => {
+                    path_index.insert(rc.path.clone(), methods.len());
+                    methods.push(HashMap::new());
+                    methods.len() - 1
+                }
+                Err(e) => {
+                    problems.push(Problem::route(
+                        &rc.name,
+                        format!("path {:?}: {e}", rc.path),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if let Some(prev) = methods[slot].insert(method.clone(), index) {
+            let prev: &Arc<Route> = &routes[prev];
+            problems.push(Problem::route(
+                &rc.name,
+                format!("{} {} is already routed by {}", rc.method, rc.path, prev.name),
+            ));
+        }
+        routes.push(Arc::new(Route {
+            name: rc.name.clone(),
+            method,
+            path: rc.path.clone(),
+            mode: rc.mode,
+            upstream,
+            event,
+        }));
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let fallback = config
+        .fallback
+        .as_ref()
+        .and_then(|f| upstreams.get(&f.upstream).cloned());
+    Ok(RouteTable {
+        routes,
+        paths,
+        methods,
+        fallback,
+        schema_ids,
+        limits: Limits {
+            max_body_bytes: config.server.max_body_bytes,
+            retry_after_secs: config.server.retry_after_secs,
+        },
+    })
+}
+
+fn key_source(key: &str) -> KeySource {
+    match key.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
+        Some(param) => KeySource::PathParam(param.to_string()),
+        None => KeySource::Pointer(key.to_string()),
+    }
+}
+
+/// A pointer key must name a field the schema has, so a valid body always
+/// yields a key.
+fn check_key_in_schema(key: &str, schema: &EventSchema) -> Result<(), String> {
+    if key.starts_with('{') {
+        return Ok(());
+    }
+    let first = key
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match &schema.schema {
+        apache_avro::Schema::Record(r) if r.fields.iter().any(|f| f.name == first) => Ok(()),
+        _ => Err(format!(
+            "key {key:?} does not point at a field of {}",
+            schema.full_name
+        )),
+    }
+}

@@ -1,0 +1,274 @@
+//! The Avro catalog: `.avsc` files parsed once per config load, and the
+//! encoders that turn a JSON body into a Confluent-framed Avro value.
+
+mod json_to_avro;
+pub mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use apache_avro::schema::{Name, RecordSchema};
+use apache_avro::Schema;
+
+use crate::config::Problem;
+
+pub use json_to_avro::FieldError;
+
+/// One top-level record schema from the catalog.
+#[derive(Debug)]
+pub struct EventSchema {
+    /// Full name, e.g. `com.shop.OrderCreated`.
+    pub full_name: String,
+    /// The parsed schema.
+    pub schema: Schema,
+    /// Parsing Canonical Form; what is registered and served by id.
+    pub canonical: String,
+    /// The file it came from, for messages.
+    pub file: String,
+    /// Named types defined inside it, for resolving `Schema::Ref`.
+    named: HashMap<Name, Schema>,
+}
+
+impl EventSchema {
+    /// Parses one schema document. It must be a record.
+    pub fn parse(text: &str, file: &str) -> Result<Self, String> {
+        let schema = Schema::parse_str(text).map_err(|e| format!("{file}: {e}"))?;
+        let full_name = match &schema {
+            Schema::Record(RecordSchema { name, .. }) => name.fullname(None),
+            other => {
+                return Err(format!(
+                    "{file}: top-level schema must be a record, found {}",
+                    kind(other)
+                ))
+            }
+        };
+        let mut named = HashMap::new();
+        let mut unsupported = Vec::new();
+        collect_named(&schema, &mut named, &mut unsupported);
+        if !unsupported.is_empty() {
+            unsupported.sort();
+            unsupported.dedup();
+            return Err(format!(
+                "{file}: {full_name} uses types the JSON mapping does not support: {}",
+                unsupported.join(", ")
+            ));
+        }
+        let canonical = schema.canonical_form();
+        Ok(Self {
+            full_name,
+            schema,
+            canonical,
+            file: file.to_string(),
+            named,
+        })
+    }
+
+    /// A stable id for this schema when no registry numbers it: the low 31
+    /// bits of its CRC-64-AVRO (Rabin) fingerprint, never 0.
+    pub fn local_id(&self) -> u32 {
+        let fp = self
+            .schema
+            .fingerprint::<apache_avro::rabin::Rabin>()
+            .bytes;
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&fp[..4]);
+        (u32::from_le_bytes(b) & 0x7fff_ffff).max(1)
+    }
+
+    /// Converts a JSON body into this schema's Avro binary encoding.
+    pub fn encode_json(&self, body: &serde_json::Value) -> Result<Vec<u8>, Vec<FieldError>> {
+        let value = json_to_avro::convert(self, body)?;
+        // The converter already walked the schema, so the writer's own
+        // validation pass would only repeat it.
+        apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
+            .validate(false)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .map_err(|e| {
+            vec![FieldError {
+                pointer: String::new(),
+                expected: self.full_name.clone(),
+                found: format!("a value the Avro writer refused: {e}"),
+            }]
+        })
+    }
+
+    fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
+        match schema {
+            Schema::Ref { name } => self.named.get(name).unwrap_or(schema),
+            other => other,
+        }
+    }
+}
+
+/// Every schema under `schemas.dir`, by full name.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    schemas: BTreeMap<String, Arc<EventSchema>>,
+}
+
+impl Catalog {
+    /// Loads every `.avsc` file in `dir`, reporting every problem found.
+    pub fn load(dir: &Path) -> Result<Self, Vec<Problem>> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![Problem::global(format!(
+                "schemas.dir {}: {e}",
+                dir.display()
+            ))]
+        })?;
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+            .collect();
+        files.sort();
+        let mut problems = Vec::new();
+        let mut catalog = Catalog::default();
+        for path in files {
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{file}: {e}"))
+                .and_then(|text| EventSchema::parse(&text, &file));
+            match parsed {
+                Ok(schema) => {
+                    if let Some(prev) = catalog.schemas.get(&schema.full_name) {
+                        problems.push(Problem::global(format!(
+                            "{} is defined twice: {} and {}",
+                            schema.full_name, prev.file, schema.file
+                        )));
+                    } else {
+                        catalog
+                            .schemas
+                            .insert(schema.full_name.clone(), Arc::new(schema));
+                    }
+                }
+                Err(msg) => problems.push(Problem::global(msg)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The schema with this full name.
+    pub fn get(&self, full_name: &str) -> Option<&Arc<EventSchema>> {
+        self.schemas.get(full_name)
+    }
+
+    /// All schemas, by full name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<EventSchema>> {
+        self.schemas.values()
+    }
+
+    /// Number of schemas.
+    pub fn len(&self) -> usize {
+        self.schemas.len()
+    }
+
+    /// Whether the catalog is empty.
+    pub fn is_empty(&self) -> bool {
+        self.schemas.is_empty()
+    }
+}
+
+/// Frames an Avro datum in the Confluent wire format: magic byte 0, the
+/// schema id as 4 big-endian bytes, then the datum.
+pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Splits a Confluent-framed value into schema id and datum.
+pub fn confluent_unframe(value: &[u8]) -> Option<(u32, &[u8])> {
+    match value {
+        [0, a, b, c, d, rest @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
+        _ => None,
+    }
+}
+
+fn collect_named(schema: &Schema, named: &mut HashMap<Name, Schema>, unsupported: &mut Vec<String>) {
+    match schema {
+        Schema::Record(r) => {
+            named.insert(r.name.clone(), schema.clone());
+            for f in &r.fields {
+                collect_named(&f.schema, named, unsupported);
+            }
+        }
+        Schema::Enum(e) => {
+            named.insert(e.name.clone(), schema.clone());
+        }
+        Schema::Fixed(f) => {
+            named.insert(f.name.clone(), schema.clone());
+        }
+        Schema::Array(a) => collect_named(&a.items, named, unsupported),
+        Schema::Map(m) => collect_named(&m.types, named, unsupported),
+        Schema::Union(u) => {
+            for v in u.variants() {
+                collect_named(v, named, unsupported);
+            }
+        }
+        Schema::Null
+        | Schema::Boolean
+        | Schema::Int
+        | Schema::Long
+        | Schema::Float
+        | Schema::Double
+        | Schema::Bytes
+        | Schema::String
+        | Schema::Uuid(_)
+        | Schema::Date
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::Ref { .. } => {}
+        other => unsupported.push(kind(other)),
+    }
+}
+
+/// A short human name for a schema's type, for messages.
+pub(crate) fn kind(schema: &Schema) -> String {
+    match schema {
+        Schema::Null => "null".into(),
+        Schema::Boolean => "boolean".into(),
+        Schema::Int => "int".into(),
+        Schema::Long => "long".into(),
+        Schema::Float => "float".into(),
+        Schema::Double => "double".into(),
+        Schema::Bytes => "bytes".into(),
+        Schema::String => "string".into(),
+        Schema::Array(a) => format!("array<{}>", kind(&a.items)),
+        Schema::Map(m) => format!("map<{}>", kind(&m.types)),
+        Schema::Union(u) => format!(
+            "union [{}]",
+            u.variants().iter().map(kind).collect::<Vec<_>>().join(", ")
+        ),
+        Schema::Record(r) => format!("record {}", r.name.fullname(None)),
+        Schema::Enum(e) => format!("enum {} {:?}", e.name.fullname(None), e.symbols),
+        Schema::Fixed(f) => format!("fixed {} ({} bytes)", f.name.fullname(None), f.size),
+        Schema::Decimal(_) => "decimal".into(),
+        Schema::BigDecimal => "big-decimal".into(),
+        Schema::Uuid(_) => "uuid".into(),
+        Schema::Date => "date".into(),
+        Schema::TimeMillis => "time-millis".into(),
+        Schema::TimeMicros => "time-micros".into(),
+        Schema::TimestampMillis => "timestamp-millis".into(),
+        Schema::TimestampMicros => "timestamp-micros".into(),
+        Schema::TimestampNanos => "timestamp-nanos".into(),
+        Schema::LocalTimestampMillis => "local-timestamp-millis".into(),
+        Schema::LocalTimestampMicros => "local-timestamp-micros".into(),
+        Schema::LocalTimestampNanos => "local-timestamp-nanos".into(),
+        Schema::Duration(_) => "duration".into(),
+        Schema::Ref { name } => name.fullname(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

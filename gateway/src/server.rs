@@ -1,0 +1,210 @@
+//! Wiring: config → producer, route table, state → the public and admin
+//! listeners, the spool re-publisher and the config watcher.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, LoadedConfig, Problem};
+use crate::events::embedded::EmbeddedKafka;
+use crate::events::spool::Spool;
+use crate::events::Publisher;
+use crate::metrics::Metrics;
+use crate::routing::{self, SchemaIds};
+use crate::state::Shared;
+use crate::{admin, modes, reload, upstream};
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file could not be read or parsed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config is invalid.
+    #[error("{}", ConfigError::Invalid(.0.clone()))]
+    Invalid(Vec<Problem>),
+    /// Kafka client setup failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// Spool directory unusable.
+    #[error("spool {dir}: {source}")]
+    Spool {
+        /// The directory.
+        dir: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Validates a config file and its schemas without starting anything
+/// (`gateway check`). A registry, if configured, is contacted.
+pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
+    let loaded = LoadedConfig::read(path).map_err(|e| vec![Problem::global(e.to_string())])?;
+    let ids = SchemaIds::from_config(&loaded, &upstream::client());
+    routing::build(&loaded, &ids).await.map(|t| t.routes().len())
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where public traffic is served.
+    pub public_addr: SocketAddr,
+    /// Where the admin API is served.
+    pub admin_addr: SocketAddr,
+    /// Shared state (route table, metrics...).
+    pub shared: Arc<Shared>,
+    config_path: PathBuf,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    _embedded: Option<EmbeddedKafka>,
+}
+
+impl Gateway {
+    /// Loads `config_path`, connects everything and starts serving.
+    pub async fn start(config_path: &Path) -> Result<Self, StartError> {
+        let loaded = LoadedConfig::read(config_path)?;
+        let problems = loaded.config.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Invalid(problems));
+        }
+        let c = &loaded.config;
+
+        let embedded = if c.kafka.bootstrap == "embedded" {
+            let e = EmbeddedKafka::start().map_err(StartError::Kafka)?;
+            tracing::warn!(
+                bootstrap = e.bootstrap(),
+                "EMBEDDED KAFKA: in-process mock cluster, NOT DURABLE - events vanish when the process stops. For development only."
+            );
+            Some(e)
+        } else {
+            None
+        };
+        let bootstrap = embedded
+            .as_ref()
+            .map_or(c.kafka.bootstrap.clone(), |e| e.bootstrap().to_string());
+        let publisher =
+            Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
+
+        let http = upstream::client();
+        let schema_ids = SchemaIds::from_config(&loaded, &http);
+        let table = routing::build(&loaded, &schema_ids)
+            .await
+            .map_err(StartError::Invalid)?;
+
+        let spool_dir = loaded.spool_dir();
+        let spool = Spool::open(&spool_dir, c.spool.max_events).map_err(|source| {
+            StartError::Spool {
+                dir: spool_dir.clone(),
+                source,
+            }
+        })?;
+        let spool = Arc::new(spool);
+        let metrics = Metrics::new();
+        let retry_interval = Duration::from_millis(c.spool.retry_interval_ms);
+        let (listen, admin_listen, watch_config) =
+            (c.server.listen, c.server.admin, c.server.watch_config);
+
+        let shared = Arc::new(Shared::new(
+            loaded,
+            table,
+            publisher.clone(),
+            http,
+            metrics.clone(),
+            spool.clone(),
+            schema_ids,
+        ));
+
+        let public = bind(listen).await?;
+        let admin = bind(admin_listen).await?;
+        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: admin_listen,
+            source,
+        })?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let public_router = Router::new()
+            .fallback(modes::handle)
+            .with_state(shared.clone());
+        let admin_router = admin::router(shared.clone());
+        let servers = vec![
+            serve(public, public_router, stop_rx.clone()),
+            serve(admin, admin_router, stop_rx),
+        ];
+
+        let mut background = vec![tokio::spawn(spool.run(publisher, metrics, retry_interval))];
+        if watch_config {
+            match reload::watch(shared.clone(), config_path.to_path_buf()) {
+                Ok(h) => background.push(h),
+                Err(e) => tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"),
+            }
+        }
+        tracing::info!(%public_addr, %admin_addr, routes = shared.table.load().routes().len(), "gateway serving");
+        Ok(Self {
+            public_addr,
+            admin_addr,
+            shared,
+            config_path: config_path.to_path_buf(),
+            stop,
+            servers,
+            background,
+            _embedded: embedded,
+        })
+    }
+
+    /// Re-reads the config file now (what SIGHUP does).
+    pub async fn reload(&self) -> Result<usize, Vec<Problem>> {
+        reload::reload(&self.shared, &self.config_path).await
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), and
+    /// flushes the producer.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let drain = futures::future::join_all(self.servers);
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        self.shared.publisher.flush(grace).await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    })
+}

@@ -1,0 +1,121 @@
+//! What lives for the whole process and survives reloads: the current route
+//! table (swapped atomically), the producer, the spool, caches and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::config::{LoadedConfig, Problem};
+use crate::events::spool::Spool;
+use crate::events::Publisher;
+use crate::metrics::Metrics;
+use crate::routing::{RouteTable, SchemaIds};
+use crate::schema::EventSchema;
+use crate::upstream::HttpClient;
+
+/// The answer to an accepted async request, replayed for a repeated
+/// `Idempotency-Key` and served by `GET /operations/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Accepted {
+    /// Operation (= CloudEvents) id.
+    pub id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A remembered idempotent request.
+#[derive(Debug, Clone)]
+pub struct IdempotentEntry {
+    /// Hash of the body the key was first used with.
+    pub body_hash: u64,
+    /// The first answer.
+    pub accepted: Accepted,
+}
+
+/// The last reload that was refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadFailure {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+/// Process-wide state shared by the public and admin servers.
+pub struct Shared {
+    /// The serving table. Each request loads it once, so a swap never
+    /// affects a request in flight.
+    pub table: ArcSwap<RouteTable>,
+    /// The last refused reload, cleared by a successful one.
+    pub last_reload_error: ArcSwapOption<ReloadFailure>,
+    /// The producer.
+    pub publisher: Publisher,
+    /// Pooled client for upstreams.
+    pub http: HttpClient,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Dual-write spool.
+    pub spool: Arc<Spool>,
+    /// Accepted async operations by id.
+    pub operations: moka::future::Cache<String, Accepted>,
+    /// (route, Idempotency-Key) → first answer.
+    pub idempotency: moka::future::Cache<(String, String), IdempotentEntry>,
+    /// Every schema id ever published with, for `/schemas/ids/{id}`.
+    pub known_schemas: RwLock<BTreeMap<u32, Arc<EventSchema>>>,
+    /// How schema ids are obtained (and their cache).
+    pub schema_ids: SchemaIds,
+    /// The config as loaded at start (listeners, Kafka, spool: restart-only).
+    pub startup: LoadedConfig,
+}
+
+impl Shared {
+    /// Assembles the state around an already built table.
+    pub fn new(
+        startup: LoadedConfig,
+        table: RouteTable,
+        publisher: Publisher,
+        http: HttpClient,
+        metrics: Metrics,
+        spool: Arc<Spool>,
+        schema_ids: SchemaIds,
+    ) -> Self {
+        let c = &startup.config;
+        let operations = moka::future::Cache::builder()
+            .max_capacity(c.operations.max_entries)
+            .time_to_live(Duration::from_secs(c.operations.ttl_secs))
+            .build();
+        let idempotency = moka::future::Cache::builder()
+            .max_capacity(c.idempotency.max_entries)
+            .time_to_live(Duration::from_secs(c.idempotency.ttl_secs))
+            .build();
+        let known = table.schema_ids.clone();
+        Self {
+            table: ArcSwap::from_pointee(table),
+            last_reload_error: ArcSwapOption::empty(),
+            publisher,
+            http,
+            metrics,
+            spool,
+            operations,
+            idempotency,
+            known_schemas: RwLock::new(known),
+            schema_ids,
+            startup,
+        }
+    }
+
+    /// Swaps in a new, already validated table.
+    pub fn install(&self, table: RouteTable) {
+        if let Ok(mut known) = self.known_schemas.write() {
+            known.extend(table.schema_ids.iter().map(|(k, v)| (*k, v.clone())));
+        }
+        self.table.store(Arc::new(table));
+        self.last_reload_error.store(None);
+    }
+}

@@ -1,0 +1,242 @@
+//! Calls to the legacy services: one pooled HTTP client, header hygiene
+//! (hop-by-hop removal, X-Forwarded-*), and upstream failures mapped to
+//! 502/504.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
+use crate::problem::GatewayError;
+
+/// The pooled client shared by every upstream.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// Builds the pooled client.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// A legacy service as routes see it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name from `routes.toml`.
+    pub name: String,
+    /// `scheme://authority`.
+    origin: String,
+    /// Path prefix from the configured URL, without a trailing slash.
+    prefix: String,
+    /// Time allowed until response headers.
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// From config; the URL was validated before.
+    pub fn new(name: &str, config: &UpstreamConfig) -> Result<Self, String> {
+        let uri: Uri = config.url.parse().map_err(|e| format!("{e}"))?;
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("url {:?} has no host", config.url))?;
+        Ok(Self {
+            name: name.to_string(),
+            origin: format!("{scheme}://{authority}"),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            timeout: Duration::from_millis(config.timeout_ms),
+        })
+    }
+
+    fn target(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
+        format!("{}{}{}", self.origin, self.prefix, path_and_query)
+            .parse()
+            .map_err(|e| GatewayError::Internal(format!("upstream {} uri: {e}", self.name)))
+    }
+
+    /// Sends the request and returns the legacy response with its body still
+    /// streaming. `client_addr` feeds X-Forwarded-For.
+    pub async fn call(
+        &self,
+        client: &HttpClient,
+        metrics: &Metrics,
+        mut request: Request<Body>,
+        client_addr: Option<SocketAddr>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = self.target(&path_and_query)?;
+        *request.version_mut() = Version::HTTP_11;
+        prepare_request_headers(request.headers_mut(), client_addr);
+
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, client.request(request)).await;
+        metrics
+            .upstream_latency
+            .with_label_values(&[&self.name])
+            .observe(started.elapsed().as_secs_f64());
+        let response = match outcome {
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    upstream: self.name.clone(),
+                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+            Ok(Err(e)) => return Err(self.classify(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error) -> GatewayError {
+        if body_limit_exceeded(e) {
+            return GatewayError::BodyTooLarge { limit: 0 };
+        }
+        let detail = error_chain(e);
+        if e.is_connect() {
+            GatewayError::UpstreamConnect {
+                upstream: self.name.clone(),
+                detail,
+            }
+        } else {
+            GatewayError::UpstreamProtocol {
+                upstream: self.name.clone(),
+                detail,
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn body_limit_exceeded(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Headers that describe one connection and must not be forwarded
+/// (RFC 9110 §7.6.1, plus the legacy proxy ones).
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Hop-by-hop removal plus X-Forwarded-For/-Proto/-Host; the upstream gets
+/// its own Host.
+pub fn prepare_request_headers(headers: &mut HeaderMap, client_addr: Option<SocketAddr>) {
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert("x-forwarded-host", host);
+    }
+    if let Some(addr) = client_addr {
+        let ip = addr.ip().to_string();
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(left, vec!["x-end-to-end"]);
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        prepare_request_headers(&mut h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(h.get(header::HOST).is_none());
+    }
+
+    #[test]
+    fn prefix_of_the_upstream_url_is_kept() {
+        let u = Upstream::new(
+            "orders",
+            &UpstreamConfig {
+                url: "http://127.0.0.1:7001/legacy/".into(),
+                timeout_ms: 10,
+            },
+        )
+        .expect("valid");
+        assert_eq!(
+            u.target("/orders/1?x=2").expect("uri").to_string(),
+            "http://127.0.0.1:7001/legacy/orders/1?x=2"
+        );
+    }
+}
