@@ -58,6 +58,13 @@ pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
     routing::build(&loaded, &ids).await.map(|t| t.routes().len())
 }
 
+/// Settings that override the file at start (used by `gateway demo` and tests).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `kafka.bootstrap`.
+    pub kafka_bootstrap: Option<String>,
+}
+
 /// A running gateway.
 pub struct Gateway {
     /// Where public traffic is served.
@@ -66,6 +73,8 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     /// Shared state (route table, metrics...).
     pub shared: Arc<Shared>,
+    /// The resolved `bootstrap.servers` (the embedded cluster's when embedded).
+    pub kafka_bootstrap: String,
     config_path: PathBuf,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -76,7 +85,15 @@ pub struct Gateway {
 impl Gateway {
     /// Loads `config_path`, connects everything and starts serving.
     pub async fn start(config_path: &Path) -> Result<Self, StartError> {
-        let loaded = LoadedConfig::read(config_path)?;
+        Self::start_with(config_path, Overrides::default()).await
+    }
+
+    /// Like [`Gateway::start`], with some settings overridden.
+    pub async fn start_with(config_path: &Path, overrides: Overrides) -> Result<Self, StartError> {
+        let mut loaded = LoadedConfig::read(config_path)?;
+        if let Some(b) = overrides.kafka_bootstrap {
+            loaded.config.kafka.bootstrap = b;
+        }
         let problems = loaded.config.validate();
         if !problems.is_empty() {
             return Err(StartError::Invalid(problems));
@@ -84,7 +101,8 @@ impl Gateway {
         let c = &loaded.config;
 
         let embedded = if c.kafka.bootstrap == "embedded" {
-            let e = EmbeddedKafka::start().map_err(StartError::Kafka)?;
+            let topics = c.routes.iter().filter_map(|r| r.topic.clone()).collect();
+            let e = EmbeddedKafka::start(topics).map_err(StartError::Kafka)?;
             tracing::warn!(
                 bootstrap = e.bootstrap(),
                 "EMBEDDED KAFKA: in-process mock cluster, NOT DURABLE - events vanish when the process stops. For development only."
@@ -96,8 +114,7 @@ impl Gateway {
         let bootstrap = embedded
             .as_ref()
             .map_or(c.kafka.bootstrap.clone(), |e| e.bootstrap().to_string());
-        let publisher =
-            Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
+        let publisher = Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
 
         let http = upstream::client();
         let schema_ids = SchemaIds::from_config(&loaded, &http);
@@ -161,6 +178,7 @@ impl Gateway {
             public_addr,
             admin_addr,
             shared,
+            kafka_bootstrap: bootstrap,
             config_path: config_path.to_path_buf(),
             stop,
             servers,

@@ -13,14 +13,20 @@ pub struct EmbeddedKafka {
 }
 
 impl EmbeddedKafka {
-    /// Starts a one-broker mock cluster.
-    pub fn start() -> Result<Self, String> {
+    /// Starts a one-broker mock cluster with `topics` created (3 partitions
+    /// each); other topics are auto-created on first use.
+    pub fn start(topics: Vec<String>) -> Result<Self, String> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || match rdkafka::mocking::MockCluster::new(1) {
                 Ok(cluster) => {
+                    for topic in &topics {
+                        if let Err(e) = cluster.create_topic(topic, 3, 1) {
+                            tracing::warn!(topic, error = %e, "embedded Kafka: cannot create topic");
+                        }
+                    }
                     let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                     // Blocks until the sender is dropped.
                     let _ = stop_rx.recv();

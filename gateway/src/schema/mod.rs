@@ -94,6 +94,14 @@ impl EventSchema {
         })
     }
 
+    /// Decodes an Avro datum written with this schema.
+    pub fn decode(&self, mut datum: &[u8]) -> Result<apache_avro::types::Value, String> {
+        apache_avro::reader::datum::GenericDatumReader::builder(&self.schema)
+            .build()
+            .and_then(|r| r.read_value(&mut datum))
+            .map_err(|e| e.to_string())
+    }
+
     fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
         match schema {
             Schema::Ref { name } => self.named.get(name).unwrap_or(schema),
