@@ -1,1 +1,277 @@
+//! Shared test support: write a routes file, start a gateway on ephemeral
+//! ports, read topics back from Kafka, and wait on conditions with timeouts.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gateway::Gateway;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A gateway running on ephemeral ports, with its own temp directory
+/// (config file, spool).
+pub struct TestGateway {
+    /// The gateway.
+    pub gateway: Gateway,
+    /// Directory holding `routes.toml` and the spool.
+    pub dir: tempfile::TempDir,
+    /// `http://public`
+    pub base: String,
+    /// `http://admin`
+    pub admin: String,
+    /// HTTP client for the test.
+    pub http: reqwest::Client,
+}
+
+/// Header of a routes file for tests: ephemeral ports, the repo's schemas,
+/// a private spool. `extra` is appended (upstreams, routes...).
+pub fn config_text(bootstrap: &str, publish_timeout_ms: u64, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+max_body_bytes = 4096
+
+[kafka]
+bootstrap = "{bootstrap}"
+publish_timeout_ms = {publish_timeout_ms}
+
+[schemas]
+dir = "{schemas}"
+
+[spool]
+dir = "spool"
+retry_interval_ms = 200
+
+{extra}
+"#,
+        schemas = repo_root().join("schemas").display(),
+    )
+}
+
+impl TestGateway {
+    /// Writes `config` and starts a gateway on it.
+    pub async fn start(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, config)?;
+        let gateway = Gateway::start(&path).await?;
+        Ok(Self {
+            base: format!("http://{}", gateway.public_addr),
+            admin: format!("http://{}", gateway.admin_addr),
+            gateway,
+            dir,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Path of the routes file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("routes.toml")
+    }
+
+    /// `GET /admin/routes`
+    pub async fn admin_routes(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}/admin/routes", self.admin))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The mode a route currently has, per `/admin/routes`.
+    pub async fn route_mode(&self, route: &str) -> anyhow::Result<Option<String>> {
+        let routes = self.admin_routes().await?;
+        Ok(routes["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == route))
+            .and_then(|r| r["mode"].as_str())
+            .map(str::to_string))
+    }
+
+    /// The schema id a route publishes with.
+    pub async fn schema_id(&self, route: &str) -> anyhow::Result<u32> {
+        let routes = self.admin_routes().await?;
+        routes["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == route))
+            .and_then(|r| r["schema_id"].as_u64())
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| anyhow::anyhow!("route {route} has no schema id"))
+    }
+
+    /// Value of one metric series in `/metrics`, 0 when absent. `selector`
+    /// is the series name with its labels as rendered, e.g.
+    /// `gateway_events_spooled_total{route="r"}`.
+    pub async fn metric(&self, selector: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(selector).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0))
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<String>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Headers as UTF-8 strings.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "gateway-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?)
+}
+
+/// Number of records in a topic (sum of high watermarks minus low); 0 if the
+/// topic does not exist.
+pub async fn topic_count(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c = consumer(&bootstrap)?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(0);
+        };
+        if t.error().is_some() {
+            return Ok(0);
+        }
+        let mut total = 0;
+        for p in t.partitions() {
+            let (lo, hi) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+            total += hi - lo;
+        }
+        Ok(total)
+    })
+    .await?
+}
+
+/// Reads every record of `topic` that exists now (from the beginning).
+pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c = consumer(&bootstrap)?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(Vec::new());
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut expected = 0;
+        for p in t.partitions() {
+            let (lo, hi) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+            expected += hi - lo;
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+        }
+        c.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (out.len() as i64) < expected {
+            if Instant::now() > deadline {
+                anyhow::bail!("read {} of {expected} records of {topic} before the deadline", out.len());
+            }
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m?;
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                });
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// A unique topic name per test, so tests sharing one broker never see each
+/// other's events.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}.{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{:x}-{n}", std::process::id())
+}

@@ -93,7 +93,7 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             problems.push(Problem::global("server.max_body_bytes must be > 0"));
         }
-        if self.server.listen == self.server.admin {
+        if self.server.listen == self.server.admin && self.server.listen.port() != 0 {
             problems.push(Problem::global(
                 "server.listen and server.admin must be different addresses",
             ));
