@@ -1,6 +1,9 @@
 //! Contract tests per route mode: legacy services are wiremock servers,
 //! Kafka is the embedded (in-process mock) cluster.
 
+// Helpers here are test code too: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
 use std::time::Duration;
 
 use gateway_tests::{config_text, topic_count, wait_until, TestGateway};
@@ -103,10 +106,17 @@ async fn passthrough_returns_the_legacy_response_unchanged_and_publishes_nothing
     assert_eq!(r.headers()["x-legacy"], "orders-v1");
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.headers()["content-type"], "application/json");
-    assert_eq!(r.text().await.expect("body"), r#"{"orderId":"42","status":"PAID"}"#);
+    assert_eq!(
+        r.text().await.expect("body"),
+        r#"{"orderId":"42","status":"PAID"}"#
+    );
 
     let seen = legacy.received_requests().await.expect("recording on");
-    assert_eq!(seen[0].url.query(), Some("verbose=1"), "query string is forwarded");
+    assert_eq!(
+        seen[0].url.query(),
+        Some("verbose=1"),
+        "query string is forwarded"
+    );
     assert_eq!(count(&gw, "orders.order-viewed").await, 0);
 }
 
@@ -117,7 +127,9 @@ async fn dual_write_publishes_exactly_one_event_on_2xx_and_none_on_4xx_or_5xx() 
         legacy.reset().await;
         Mock::given(method("POST"))
             .and(path("/users"))
-            .respond_with(ResponseTemplate::new(status).set_body_string(format!("legacy said {status}")))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_string(format!("legacy said {status}")),
+            )
             .expect(1)
             .mount(&legacy)
             .await;
@@ -130,14 +142,21 @@ async fn dual_write_publishes_exactly_one_event_on_2xx_and_none_on_4xx_or_5xx() 
             .await
             .expect("response");
         assert_eq!(r.status(), status, "caller gets the legacy status");
-        assert_eq!(r.text().await.expect("body"), format!("legacy said {status}"));
+        assert_eq!(
+            r.text().await.expect("body"),
+            format!("legacy said {status}")
+        );
         assert_eq!(
             count(&gw, "users.user-registered").await,
             expected_events,
             "after a legacy {status}"
         );
         let received = legacy.received_requests().await.expect("recording");
-        assert_eq!(received[0].body, USER.as_bytes(), "legacy gets the body as sent");
+        assert_eq!(
+            received[0].body,
+            USER.as_bytes(),
+            "legacy gets the body as sent"
+        );
     }
 }
 
@@ -205,7 +224,10 @@ async fn invalid_bodies_are_refused_and_publish_nothing() {
         .await
         .expect("response");
     assert_eq!(malformed.status(), 400);
-    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        malformed.headers()["content-type"],
+        "application/problem+json"
+    );
 
     let wrong = gw
         .http
@@ -217,8 +239,14 @@ async fn invalid_bodies_are_refused_and_publish_nothing() {
     assert_eq!(wrong.status(), 422);
     let problem: Value = wrong.json().await.expect("json");
     let errors = problem["errors"].as_array().expect("errors listed");
-    let pointers: Vec<&str> = errors.iter().filter_map(|e| e["pointer"].as_str()).collect();
-    assert_eq!(pointers, vec!["/orderId", "/items/0/quantity", "/totalCents"]);
+    let pointers: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert_eq!(
+        pointers,
+        vec!["/orderId", "/items/0/quantity", "/totalCents"]
+    );
     assert_eq!(errors[0]["expected"], "string");
     assert_eq!(errors[0]["found"], "number 7");
     assert_eq!(problem["route"], "create-order");
@@ -237,7 +265,12 @@ async fn idempotency_key_replays_the_first_202_and_publishes_once() {
             .body(body)
             .send()
     };
-    let first: Value = send(ORDER).await.expect("first").json().await.expect("json");
+    let first: Value = send(ORDER)
+        .await
+        .expect("first")
+        .json()
+        .await
+        .expect("json");
     let again = send(ORDER).await.expect("again");
     assert_eq!(again.status(), 202);
     let again: Value = again.json().await.expect("json");
@@ -267,8 +300,17 @@ async fn hop_by_hop_headers_never_reach_the_legacy_service() {
 
     let seen = legacy.received_requests().await.expect("recording");
     let headers = &seen[0].headers;
-    for hop in ["x-hop", "keep-alive", "te", "proxy-authorization", "proxy-connection"] {
-        assert!(headers.get(hop).is_none(), "{hop} reached the legacy service: {headers:?}");
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(
+            headers.get(hop).is_none(),
+            "{hop} reached the legacy service: {headers:?}"
+        );
     }
     assert_eq!(headers["x-end-to-end"], "kept");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
@@ -296,7 +338,11 @@ async fn unmatched_routes_get_404_and_the_gateway_is_not_an_open_proxy() {
         .expect(0)
         .mount(&legacy)
         .await;
-    for (m, p) in [("GET", "/admin"), ("DELETE", "/orders/1"), ("GET", "/orders")] {
+    for (m, p) in [
+        ("GET", "/admin"),
+        ("DELETE", "/orders/1"),
+        ("GET", "/orders"),
+    ] {
         let r = gw
             .http
             .request(m.parse().expect("method"), format!("{}{p}", gw.base))
@@ -318,7 +364,11 @@ async fn bodies_over_the_limit_get_413_in_every_mode() {
         .mount(&legacy)
         .await;
     let big = "x".repeat(5000); // limit is 4096
-    for (m, p) in [("POST", "/orders"), ("POST", "/users"), ("PUT", "/files/a.bin")] {
+    for (m, p) in [
+        ("POST", "/orders"),
+        ("POST", "/users"),
+        ("PUT", "/files/a.bin"),
+    ] {
         let r = gw
             .http
             .request(m.parse().expect("method"), format!("{}{p}", gw.base))
@@ -369,7 +419,9 @@ async fn upstream_timeout_is_504_and_unreachable_upstream_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let gw2 = TestGateway::start(&shop(&dead)).await.expect("gateway starts");
+    let gw2 = TestGateway::start(&shop(&dead))
+        .await
+        .expect("gateway starts");
     let r = gw2
         .http
         .get(format!("{}/orders/1", gw2.base))
@@ -393,51 +445,104 @@ async fn a_reload_with_an_invalid_file_keeps_the_old_table_serving() {
 
     // Broken: unknown upstream and unknown schema. Written in place, picked up by the watcher.
     let broken = good
-        .replace("upstream = \"legacy\"\nmode = \"async\"", "upstream = \"nowhere\"\nmode = \"async\"")
+        .replace(
+            "upstream = \"legacy\"\nmode = \"async\"",
+            "upstream = \"nowhere\"\nmode = \"async\"",
+        )
         .replace("com.shop.UserRegistered", "com.shop.Nope");
     std::fs::write(gw.config_path(), &broken).expect("write");
     wait_until(Duration::from_secs(10), "reload error reported", || async {
-        gw.admin_routes().await.map(|r| !r["last_reload_error"].is_null()).unwrap_or(false)
+        gw.admin_routes()
+            .await
+            .map(|r| !r["last_reload_error"].is_null())
+            .unwrap_or(false)
     })
     .await
     .expect("refused reload is visible");
     let routes = gw.admin_routes().await.expect("routes");
     let problems = routes["last_reload_error"]["problems"].to_string();
-    assert!(problems.contains("create-order") && problems.contains("nowhere"), "{problems}");
-    assert!(problems.contains("register-user") && problems.contains("com.shop.Nope"), "{problems}");
+    assert!(
+        problems.contains("create-order") && problems.contains("nowhere"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("register-user") && problems.contains("com.shop.Nope"),
+        "{problems}"
+    );
 
     // Old table still serves every route.
-    let r = gw.http.get(format!("{}/orders/1", gw.base)).send().await.expect("response");
+    let r = gw
+        .http
+        .get(format!("{}/orders/1", gw.base))
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.text().await.expect("body"), "legacy");
-    let r = gw.http.post(format!("{}/orders", gw.base)).body(ORDER).send().await.expect("response");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(ORDER)
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), 202);
 
     // A good file flips a route live: create-order goes back to passthrough.
     let flipped = good.replace("mode = \"async\"", "mode = \"passthrough\"");
     std::fs::write(gw.config_path(), &flipped).expect("write");
     gw.gateway.reload().await.expect("valid file reloads");
-    assert_eq!(gw.route_mode("create-order").await.expect("routes").as_deref(), Some("passthrough"));
+    assert_eq!(
+        gw.route_mode("create-order")
+            .await
+            .expect("routes")
+            .as_deref(),
+        Some("passthrough")
+    );
     assert!(gw.admin_routes().await.expect("routes")["last_reload_error"].is_null());
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(201).set_body_string("legacy created"))
         .mount(&legacy)
         .await;
-    let r = gw.http.post(format!("{}/orders", gw.base)).body(ORDER).send().await.expect("response");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(ORDER)
+        .send()
+        .await
+        .expect("response");
     assert_eq!(r.status(), 201);
 }
 
 #[tokio::test]
 async fn admin_port_reports_health_readiness_routes_metrics_and_schemas() {
     let (_legacy, gw) = setup().await;
-    let health = gw.http.get(format!("{}/healthz", gw.admin)).send().await.expect("healthz");
+    let health = gw
+        .http
+        .get(format!("{}/healthz", gw.admin))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
-    let ready = gw.http.get(format!("{}/readyz", gw.admin)).send().await.expect("readyz");
+    let ready = gw
+        .http
+        .get(format!("{}/readyz", gw.admin))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 200);
 
-    let r = gw.http.post(format!("{}/orders", gw.base)).body(ORDER).send().await.expect("post");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(ORDER)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 202);
     let published = gw
-        .metric("gateway_events_published_total{route=\"create-order\",topic=\"orders.order-created\"}")
+        .metric(
+            "gateway_events_published_total{route=\"create-order\",topic=\"orders.order-created\"}",
+        )
         .await
         .expect("metrics");
     assert_eq!(published, 1.0);
@@ -460,7 +565,15 @@ async fn admin_port_reports_health_readiness_routes_metrics_and_schemas() {
     let text = schema["schema"].as_str().expect("schema string");
     let parsed: Value = serde_json::from_str(text).expect("schema is JSON");
     assert_eq!(parsed["name"], "com.shop.OrderCreated");
-    let missing = gw.http.get(format!("{}/schemas/ids/1", gw.admin)).send().await.expect("404");
+    let missing = gw
+        .http
+        .get(format!("{}/schemas/ids/1", gw.admin))
+        .send()
+        .await
+        .expect("404");
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.json::<Value>().await.expect("json")["error_code"], json!(40403));
+    assert_eq!(
+        missing.json::<Value>().await.expect("json")["error_code"],
+        json!(40403)
+    );
 }

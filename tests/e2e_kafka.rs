@@ -1,1 +1,385 @@
+//! End-to-end tests against a real Apache Kafka broker
+//! (`tests/kafka/broker.sh start`; `KAFKA_BOOTSTRAP`, default 127.0.0.1:19092).
+//! The outage test runs its own second broker so it can stop it.
 
+// Helpers here are test code too: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use gateway_tests::{config_text, read_topic, repo_root, unique_topic, wait_until, TestGateway};
+use serde_json::Value;
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Fails loudly when the broker is not there: these tests never fall back.
+async fn require_broker(bootstrap: &str) {
+    let reachable = gateway_tests::topic_count(bootstrap, "__gateway_probe").await;
+    assert!(
+        reachable.is_ok(),
+        "no Kafka broker answers at {bootstrap}: start one with tests/kafka/broker.sh start ({reachable:?})"
+    );
+}
+
+fn routes(legacy: &str, async_topic: &str, dual_topic: &str) -> String {
+    format!(
+        r#"
+[upstreams.legacy]
+url = "{legacy}"
+timeout_ms = 2000
+
+[[routes]]
+name = "create-order"
+method = "POST"
+path = "/orders"
+upstream = "legacy"
+mode = "async"
+topic = "{async_topic}"
+schema = "com.shop.OrderCreated"
+key = "/customerId"
+
+[[routes]]
+name = "register-user"
+method = "POST"
+path = "/users"
+upstream = "legacy"
+mode = "dual-write"
+topic = "{dual_topic}"
+schema = "com.shop.UserRegistered"
+key = "/userId"
+"#
+    )
+}
+
+fn user(id: &str) -> String {
+    format!(r#"{{"userId":"{id}","email":"{id}@example.com","name":"User {id}"}}"#)
+}
+
+fn decode(gw: &TestGateway, route_schema: &str, value: &[u8]) -> (u32, Value) {
+    let (id, datum) = gateway::schema::confluent_unframe(value).expect("Confluent framing");
+    let catalog = gateway::schema::Catalog::load(&repo_root().join("schemas")).expect("catalog");
+    let schema = catalog.get(route_schema).expect("schema in catalog");
+    let decoded = schema
+        .decode(datum)
+        .expect("Avro datum decodes with the route's schema");
+    let _ = gw;
+    (id, Value::try_from(decoded).expect("JSON"))
+}
+
+#[tokio::test]
+async fn async_event_reaches_the_real_broker_framed_keyed_and_with_cloudevents_headers() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&legacy)
+        .await;
+    let topic = unique_topic("e2e.orders");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        10_000,
+        &routes(&legacy.uri(), &topic, "unused"),
+    ))
+    .await
+    .expect("gateway starts");
+
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("idempotency-key", "order-o-77")
+        .body(r#"{"orderId":"o-77","customerId":"c-42","items":[{"sku":"SKU-9","quantity":3,"unitPriceCents":250}],"totalCents":750}"#)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.expect("json");
+
+    let records = read_topic(&bootstrap, &topic)
+        .await
+        .expect("topic readable");
+    assert_eq!(records.len(), 1, "exactly one event");
+    let rec = &records[0];
+    assert_eq!(
+        i64::from(rec.partition),
+        accepted["partition"].as_i64().expect("partition")
+    );
+    assert_eq!(rec.offset, accepted["offset"].as_i64().expect("offset"));
+    assert_eq!(rec.key.as_deref(), Some("c-42"));
+    assert_eq!(rec.value[0], 0, "magic byte");
+
+    let (schema_id, fields) = decode(&gw, "com.shop.OrderCreated", &rec.value);
+    assert_eq!(
+        schema_id,
+        gw.schema_id("create-order").await.expect("schema id")
+    );
+    assert_eq!(fields["orderId"], "o-77");
+    assert_eq!(fields["items"][0]["quantity"], 3);
+    assert_eq!(fields["currency"], "EUR", "schema default filled");
+    assert_eq!(fields["couponCode"], Value::Null);
+
+    assert_eq!(rec.header("ce_specversion"), Some("1.0"));
+    assert_eq!(rec.header("ce_id"), accepted["id"].as_str());
+    assert_eq!(rec.header("ce_type"), Some("com.shop.OrderCreated"));
+    assert_eq!(rec.header("ce_source"), Some("create-order"));
+    assert_eq!(rec.header("content-type"), Some("application/avro"));
+    assert_eq!(rec.header("idempotency-key"), Some("order-o-77"));
+    assert_eq!(
+        rec.header("traceparent"),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    let time = rec.header("ce_time").expect("ce_time");
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok(),
+        "ce_time is RFC 3339: {time}"
+    );
+}
+
+#[tokio::test]
+async fn dual_write_event_reaches_the_real_broker_only_for_2xx() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/users"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("created by legacy"))
+        .up_to_n_times(1)
+        .mount(&legacy)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/users"))
+        .respond_with(ResponseTemplate::new(422).set_body_string("legacy refused"))
+        .mount(&legacy)
+        .await;
+    let topic = unique_topic("e2e.users");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        10_000,
+        &routes(&legacy.uri(), "unused", &topic),
+    ))
+    .await
+    .expect("gateway starts");
+
+    for (id, status, body) in [
+        ("u-1", 201, "created by legacy"),
+        ("u-2", 422, "legacy refused"),
+    ] {
+        let r = gw
+            .http
+            .post(format!("{}/users", gw.base))
+            .body(user(id))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(r.status(), status);
+        assert_eq!(r.text().await.expect("body"), body);
+    }
+    let records = read_topic(&bootstrap, &topic)
+        .await
+        .expect("topic readable");
+    assert_eq!(records.len(), 1, "only the 2xx produced an event");
+    assert_eq!(records[0].key.as_deref(), Some("u-1"));
+    let (id, fields) = decode(&gw, "com.shop.UserRegistered", &records[0].value);
+    assert_eq!(id, gw.schema_id("register-user").await.expect("schema id"));
+    assert_eq!(fields["email"], "u-1@example.com");
+    assert_eq!(fields["marketingOptIn"], false);
+    assert_eq!(records[0].header("ce_source"), Some("register-user"));
+}
+
+/// A second broker of our own, stopped and reset when the test ends.
+struct PrivateBroker {
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl PrivateBroker {
+    fn cmd(&self, action: &str) -> std::process::Output {
+        Command::new(repo_root().join("tests/kafka/broker.sh"))
+            .arg(action)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_DATA_DIR", self.data.path().join("kafka"))
+            .output()
+            .expect("broker.sh runs")
+    }
+
+    fn start(port: u16) -> Self {
+        let broker = Self {
+            port,
+            data: tempfile::tempdir().expect("tempdir"),
+        };
+        broker.run("start");
+        broker
+    }
+
+    fn run(&self, action: &str) {
+        let out = self.cmd(action);
+        assert!(
+            out.status.success(),
+            "broker.sh {action} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.cmd("stop");
+    }
+}
+
+#[tokio::test]
+async fn broker_outage_async_refuses_dual_write_spools_and_delivers_after_recovery() {
+    require_broker(&bootstrap()).await;
+    let port: u16 = std::env::var("KAFKA_OUTAGE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19192);
+    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
+        .await
+        .expect("broker thread");
+    let bootstrap = format!("127.0.0.1:{port}");
+
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/users"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("legacy ok"))
+        .mount(&legacy)
+        .await;
+    let (orders, users) = ("outage.orders", "outage.users");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        2_000,
+        &routes(&legacy.uri(), orders, users),
+    ))
+    .await
+    .expect("gateway starts");
+    let order =
+        |c: &str| format!(r#"{{"orderId":"o-{c}","customerId":"{c}","items":[],"totalCents":0}}"#);
+
+    // While the broker is up, both modes publish.
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(order("before"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let r = gw
+        .http
+        .post(format!("{}/users", gw.base))
+        .body(user("before"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.run("stop");
+        broker
+    })
+    .await
+    .expect("broker thread");
+
+    let ready = gw
+        .http
+        .get(format!("{}/readyz", gw.admin))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503, "not ready without Kafka");
+
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(order("during"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status(),
+        503,
+        "async never answers 202 without an acknowledgement"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let problem: Value = r.json().await.expect("problem");
+    assert_eq!(problem["topic"], orders);
+    assert_eq!(problem["side"], "kafka");
+
+    let r = gw
+        .http
+        .post(format!("{}/users", gw.base))
+        .body(user("during"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status(),
+        201,
+        "dual-write still answers with the legacy response"
+    );
+    assert_eq!(r.text().await.expect("body"), "legacy ok");
+    let spooled = gw
+        .metric("gateway_events_spooled_total{route=\"register-user\"}")
+        .await
+        .expect("metrics");
+    assert_eq!(spooled, 1.0);
+    assert_eq!(
+        gw.metric("gateway_spool_depth").await.expect("metrics"),
+        1.0
+    );
+
+    let _broker = tokio::task::spawn_blocking(move || {
+        broker.run("start");
+        broker
+    })
+    .await
+    .expect("broker thread");
+
+    wait_until(
+        Duration::from_secs(60),
+        "spool drained after the broker is back",
+        || async {
+            gw.metric("gateway_spool_depth")
+                .await
+                .map(|d| d == 0.0)
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .expect("spool drains");
+    assert_eq!(
+        gw.metric("gateway_events_republished_total{route=\"register-user\"}")
+            .await
+            .expect("metrics"),
+        1.0
+    );
+
+    let mut user_keys: Vec<_> = read_topic(&bootstrap, users)
+        .await
+        .expect("users topic")
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    user_keys.sort();
+    assert_eq!(user_keys, vec!["before".to_string(), "during".to_string()]);
+    let order_keys: Vec<_> = read_topic(&bootstrap, orders)
+        .await
+        .expect("orders topic")
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    assert_eq!(
+        order_keys,
+        vec!["before".to_string()],
+        "the refused async request published nothing"
+    );
+}

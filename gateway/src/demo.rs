@@ -58,22 +58,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
 fn sample_service(name: &str) -> Router {
     let label = name.to_string();
-    let base = Router::new().route(
-        "/health",
-        get(|| async { "ok" }),
-    );
+    let base = Router::new().route("/health", get(|| async { "ok" }));
     match name {
         "orders" => base
             .route(
                 "/orders/{id}",
                 get(|UrlPath(id): UrlPath<String>| async move {
-                    Json(json!({"orderId": id, "status": "PAID", "source": "legacy orders service"}))
+                    Json(
+                        json!({"orderId": id, "status": "PAID", "source": "legacy orders service"}),
+                    )
                 }),
             )
             .route(
                 "/orders",
                 axum::routing::post(|Json(body): Json<Value>| async move {
-                    (StatusCode::CREATED, Json(json!({"created": body, "source": "legacy orders service"})))
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({"created": body, "source": "legacy orders service"})),
+                    )
                 }),
             ),
         "users" => base
@@ -81,9 +83,15 @@ fn sample_service(name: &str) -> Router {
                 "/users",
                 axum::routing::post(|Json(body): Json<Value>| async move {
                     if body.get("email").is_none() {
-                        return (StatusCode::BAD_REQUEST, Json(json!({"error": "email is required"})));
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            Json(json!({"error": "email is required"})),
+                        );
                     }
-                    (StatusCode::CREATED, Json(json!({"registered": body, "source": "legacy users service"})))
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({"registered": body, "source": "legacy users service"})),
+                    )
                 }),
             )
             .route(
@@ -97,9 +105,11 @@ fn sample_service(name: &str) -> Router {
             get(|UrlPath(sku): UrlPath<String>| async move {
                 Json(json!({"sku": sku, "available": 7, "source": "legacy inventory service"}))
             })
-            .put(|UrlPath(sku): UrlPath<String>, Json(body): Json<Value>| async move {
-                Json(json!({"sku": sku, "updated": body, "source": "legacy inventory service"}))
-            }),
+            .put(
+                |UrlPath(sku): UrlPath<String>, Json(body): Json<Value>| async move {
+                    Json(json!({"sku": sku, "updated": body, "source": "legacy inventory service"}))
+                },
+            ),
         ),
         _ => base.fallback(move || {
             let label = label.clone();

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gateway::Gateway;
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Strangler-fig migration gateway: REST → Kafka, one route at a time")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Strangler-fig migration gateway: REST → Kafka, one route at a time"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

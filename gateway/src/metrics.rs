@@ -44,9 +44,8 @@ pub struct Metrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
-        unreachable!("static metric definition {name} is invalid: {e}")
-    });
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name} is invalid: {e}"));
     registry
         .register(Box::new(c.clone()))
         .unwrap_or_else(|e| unreachable!("metric {name} registered twice: {e}"));
@@ -54,8 +53,11 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name} is invalid: {e}"));
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition {name} is invalid: {e}"));
     registry
         .register(Box::new(h.clone()))
         .unwrap_or_else(|e| unreachable!("metric {name} registered twice: {e}"));
@@ -71,18 +73,78 @@ impl Metrics {
         r.register(Box::new(spool_depth.clone()))
             .unwrap_or_else(|e| unreachable!("{e}"));
         Self {
-            requests: counter(&r, "gateway_requests_total", "Requests answered", &["route", "mode", "status"]),
-            request_errors: counter(&r, "gateway_request_errors_total", "Requests that failed, by side and reason", &["route", "side", "reason"]),
-            upstream_latency: histogram(&r, "gateway_upstream_duration_seconds", "Legacy service time to response headers", &["upstream"]),
-            publish_latency: histogram(&r, "gateway_publish_duration_seconds", "Kafka publish time until acknowledgement", &["topic"]),
-            publish_failures: counter(&r, "gateway_publish_failures_total", "Events Kafka did not acknowledge", &["topic", "reason"]),
-            events_published: counter(&r, "gateway_events_published_total", "Events acknowledged by Kafka", &["route", "topic"]),
-            events_spooled: counter(&r, "gateway_events_spooled_total", "Dual-write events written to the spool", &["route"]),
-            events_republished: counter(&r, "gateway_events_republished_total", "Spooled events later acknowledged by Kafka", &["route"]),
-            events_lost: counter(&r, "gateway_events_lost_total", "Events that could be neither published nor spooled", &["reason"]),
-            events_unencodable: counter(&r, "gateway_events_unencodable_total", "Dual-write bodies that do not fit the route's schema", &["route"]),
-            idempotent_replays: counter(&r, "gateway_idempotent_replays_total", "Async requests answered from the idempotency cache", &["route"]),
-            reloads: counter(&r, "gateway_config_reloads_total", "Config reload attempts", &["result"]),
+            requests: counter(
+                &r,
+                "gateway_requests_total",
+                "Requests answered",
+                &["route", "mode", "status"],
+            ),
+            request_errors: counter(
+                &r,
+                "gateway_request_errors_total",
+                "Requests that failed, by side and reason",
+                &["route", "side", "reason"],
+            ),
+            upstream_latency: histogram(
+                &r,
+                "gateway_upstream_duration_seconds",
+                "Legacy service time to response headers",
+                &["upstream"],
+            ),
+            publish_latency: histogram(
+                &r,
+                "gateway_publish_duration_seconds",
+                "Kafka publish time until acknowledgement",
+                &["topic"],
+            ),
+            publish_failures: counter(
+                &r,
+                "gateway_publish_failures_total",
+                "Events Kafka did not acknowledge",
+                &["topic", "reason"],
+            ),
+            events_published: counter(
+                &r,
+                "gateway_events_published_total",
+                "Events acknowledged by Kafka",
+                &["route", "topic"],
+            ),
+            events_spooled: counter(
+                &r,
+                "gateway_events_spooled_total",
+                "Dual-write events written to the spool",
+                &["route"],
+            ),
+            events_republished: counter(
+                &r,
+                "gateway_events_republished_total",
+                "Spooled events later acknowledged by Kafka",
+                &["route"],
+            ),
+            events_lost: counter(
+                &r,
+                "gateway_events_lost_total",
+                "Events that could be neither published nor spooled",
+                &["reason"],
+            ),
+            events_unencodable: counter(
+                &r,
+                "gateway_events_unencodable_total",
+                "Dual-write bodies that do not fit the route's schema",
+                &["route"],
+            ),
+            idempotent_replays: counter(
+                &r,
+                "gateway_idempotent_replays_total",
+                "Async requests answered from the idempotency cache",
+                &["route"],
+            ),
+            reloads: counter(
+                &r,
+                "gateway_config_reloads_total",
+                "Config reload attempts",
+                &["result"],
+            ),
             spool_depth,
             registry: r,
         }

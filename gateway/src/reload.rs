@@ -33,7 +33,11 @@ pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>>
             for p in &problems {
                 tracing::error!(path = %path.display(), problem = %p, "config reload refused; previous routes keep serving");
             }
-            shared.metrics.reloads.with_label_values(&["rejected"]).inc();
+            shared
+                .metrics
+                .reloads
+                .with_label_values(&["rejected"])
+                .inc();
             shared.last_reload_error.store(Some(Arc::new(ReloadFailure {
                 at: jiff::Timestamp::now().to_string(),
                 problems: problems.clone(),

@@ -55,7 +55,9 @@ pub enum StartError {
 pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
     let loaded = LoadedConfig::read(path).map_err(|e| vec![Problem::global(e.to_string())])?;
     let ids = SchemaIds::from_config(&loaded, &upstream::client());
-    routing::build(&loaded, &ids).await.map(|t| t.routes().len())
+    routing::build(&loaded, &ids)
+        .await
+        .map(|t| t.routes().len())
 }
 
 /// Settings that override the file at start (used by `gateway demo` and tests).
@@ -114,7 +116,8 @@ impl Gateway {
         let bootstrap = embedded
             .as_ref()
             .map_or(c.kafka.bootstrap.clone(), |e| e.bootstrap().to_string());
-        let publisher = Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
+        let publisher =
+            Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
 
         let http = upstream::client();
         let schema_ids = SchemaIds::from_config(&loaded, &http);
@@ -123,12 +126,11 @@ impl Gateway {
             .map_err(StartError::Invalid)?;
 
         let spool_dir = loaded.spool_dir();
-        let spool = Spool::open(&spool_dir, c.spool.max_events).map_err(|source| {
-            StartError::Spool {
+        let spool =
+            Spool::open(&spool_dir, c.spool.max_events).map_err(|source| StartError::Spool {
                 dir: spool_dir.clone(),
                 source,
-            }
-        })?;
+            })?;
         let spool = Arc::new(spool);
         let metrics = Metrics::new();
         let retry_interval = Duration::from_millis(c.spool.retry_interval_ms);
@@ -170,7 +172,9 @@ impl Gateway {
         if watch_config {
             match reload::watch(shared.clone(), config_path.to_path_buf()) {
                 Ok(h) => background.push(h),
-                Err(e) => tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP")
+                }
             }
         }
         tracing::info!(%public_addr, %admin_addr, routes = shared.table.load().routes().len(), "gateway serving");

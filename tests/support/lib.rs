@@ -229,7 +229,10 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Reco
         let deadline = Instant::now() + Duration::from_secs(30);
         while (out.len() as i64) < expected {
             if Instant::now() > deadline {
-                anyhow::bail!("read {} of {expected} records of {topic} before the deadline", out.len());
+                anyhow::bail!(
+                    "read {} of {expected} records of {topic} before the deadline",
+                    out.len()
+                );
             }
             if let Some(m) = c.poll(Duration::from_millis(200)) {
                 let m = m?;
@@ -240,7 +243,9 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Reco
                             .map(|h| {
                                 (
                                     h.key.to_string(),
-                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                                    h.value
+                                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                                        .unwrap_or_default(),
                                 )
                             })
                             .collect()

@@ -72,7 +72,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .spool_depth
         .set(i64::try_from(shared.spool.depth()).unwrap_or(i64::MAX));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         shared.metrics.render(),
     )
         .into_response()

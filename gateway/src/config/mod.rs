@@ -341,7 +341,8 @@ impl LoadedConfig {
 
     /// Parses config text whose relative paths resolve against `base_dir`.
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         Ok(Self { config, base_dir })
     }
 

@@ -204,7 +204,9 @@ fn forbidden_property(key: &str, value: &str) -> Option<String> {
         _ => false,
     };
     owned.then(|| {
-        format!("kafka.properties.{key} = {value:?} is owned by the gateway (see README: durability)")
+        format!(
+            "kafka.properties.{key} = {value:?} is owned by the gateway (see README: durability)"
+        )
     })
 }
 
@@ -212,7 +214,11 @@ fn check_upstream_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(other) => return Err(format!("url {url:?}: scheme {other:?} is not supported (http)")),
+        Some(other) => {
+            return Err(format!(
+                "url {url:?}: scheme {other:?} is not supported (http)"
+            ))
+        }
         None => return Err(format!("url {url:?} needs a scheme, e.g. http://")),
     }
     if uri.authority().is_none() {

@@ -101,7 +101,10 @@ impl Spool {
                     tracing::error!(file = %path.display(), error = %e, "unreadable spool file, moved aside");
                     let _ = std::fs::rename(&path, path.with_extension("corrupt"));
                     self.depth.fetch_sub(1, Ordering::AcqRel);
-                    metrics.events_lost.with_label_values(&["spool_corrupt"]).inc();
+                    metrics
+                        .events_lost
+                        .with_label_values(&["spool_corrupt"])
+                        .inc();
                 }
             }
         }
@@ -117,7 +120,10 @@ impl Spool {
                         continue;
                     }
                     self.depth.fetch_sub(1, Ordering::AcqRel);
-                    metrics.events_republished.with_label_values(&[&ev.route]).inc();
+                    metrics
+                        .events_republished
+                        .with_label_values(&[&ev.route])
+                        .inc();
                     sent += 1;
                 }
                 Err(e) => {
@@ -126,7 +132,9 @@ impl Spool {
                 }
             }
         }
-        metrics.spool_depth.set(i64::try_from(self.depth()).unwrap_or(i64::MAX));
+        metrics
+            .spool_depth
+            .set(i64::try_from(self.depth()).unwrap_or(i64::MAX));
         (sent, failed)
     }
 
@@ -229,7 +237,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(dir.path(), 1).expect("open");
         spool.put(&event()).await.expect("first fits");
-        assert!(matches!(spool.put(&event()).await, Err(SpoolError::Full(1))));
+        assert!(matches!(
+            spool.put(&event()).await,
+            Err(SpoolError::Full(1))
+        ));
         assert_eq!(spool.depth(), 1);
     }
 }

@@ -79,7 +79,11 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
         .inc();
     match shared.spool.put(&event).await {
         Ok(()) => {
-            shared.metrics.events_spooled.with_label_values(&[&event.route]).inc();
+            shared
+                .metrics
+                .events_spooled
+                .with_label_values(&[&event.route])
+                .inc();
             shared
                 .metrics
                 .spool_depth
@@ -87,7 +91,11 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
             tracing::warn!(route = %event.route, topic = %event.topic, id = %event.id, error = %err, "event spooled for re-publication");
         }
         Err(spool_err) => {
-            shared.metrics.events_lost.with_label_values(&["spool_failed"]).inc();
+            shared
+                .metrics
+                .events_lost
+                .with_label_values(&["spool_failed"])
+                .inc();
             tracing::error!(route = %event.route, topic = %event.topic, id = %event.id, publish_error = %err, spool_error = %spool_err, "EVENT LOST: neither published nor spooled");
         }
     }

@@ -22,10 +22,7 @@ use crate::state::Shared;
 const OPERATIONS_PREFIX: &str = "/operations/";
 
 /// The single public handler (axum fallback).
-pub async fn handle(
-    State(shared): State<Arc<Shared>>,
-    request: Request<Body>,
-) -> Response {
+pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -42,7 +39,8 @@ pub async fn handle(
     let path = request.uri().path().to_string();
     let Some(Matched { route, params }) = table.lookup(request.method(), &path) else {
         if let Some(fallback) = &table.fallback {
-            let result = passthrough::forward(&shared, fallback, table.limits, request, client_addr).await;
+            let result =
+                passthrough::forward(&shared, fallback, table.limits, request, client_addr).await;
             return finish(&shared, "fallback", "passthrough", result, retry_after);
         }
         let err = GatewayError::NoRoute {
@@ -64,7 +62,13 @@ pub async fn handle(
             async_accept::serve(&shared, &route, &params, table.limits, request).await
         }
     };
-    finish(&shared, &route.name, route.mode.as_str(), result, retry_after)
+    finish(
+        &shared,
+        &route.name,
+        route.mode.as_str(),
+        result,
+        retry_after,
+    )
 }
 
 fn finish(

@@ -16,16 +16,19 @@ pub enum SchemaIds {
     /// The gateway numbers its own catalog (fingerprint-derived ids).
     Local,
     /// A Confluent-compatible registry, with a cache of what it answered.
-    Registry {
-        /// Base URL.
-        url: String,
-        /// Per-call timeout.
-        timeout: Duration,
-        /// HTTP client.
-        client: HttpClient,
-        /// (subject, canonical schema) → id.
-        cache: Mutex<HashMap<(String, String), u32>>,
-    },
+    Registry(Box<Registry>),
+}
+
+/// A Schema Registry and the ids it gave out.
+pub struct Registry {
+    /// Base URL.
+    url: String,
+    /// Per-call timeout.
+    timeout: Duration,
+    /// HTTP client.
+    client: HttpClient,
+    /// (subject, canonical schema) → id.
+    cache: Mutex<HashMap<(String, String), u32>>,
 }
 
 impl SchemaIds {
@@ -33,31 +36,32 @@ impl SchemaIds {
     pub fn from_config(loaded: &LoadedConfig, client: &HttpClient) -> Self {
         match &loaded.config.schemas.registry {
             None => SchemaIds::Local,
-            Some(url) => SchemaIds::Registry {
+            Some(url) => SchemaIds::Registry(Box::new(Registry {
                 url: url.clone(),
                 timeout: Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
                 client: client.clone(),
                 cache: Mutex::new(HashMap::new()),
-            },
+            })),
         }
     }
 
     async fn id_for(&self, topic: &str, schema: &EventSchema) -> Result<u32, String> {
         match self {
             SchemaIds::Local => Ok(schema.local_id()),
-            SchemaIds::Registry {
-                url,
-                timeout,
-                client,
-                cache,
-            } => {
+            SchemaIds::Registry(registry) => {
+                let Registry {
+                    url,
+                    timeout,
+                    client,
+                    cache,
+                } = registry.as_ref();
                 let subject = format!("{topic}-value");
                 let key = (subject.clone(), schema.canonical.clone());
                 if let Some(id) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
                     return Ok(id);
                 }
-                let id = registry::register(client, url, &subject, &schema.canonical, *timeout)
-                    .await?;
+                let id =
+                    registry::register(client, url, &subject, &schema.canonical, *timeout).await?;
                 if let Ok(mut c) = cache.lock() {
                     c.insert(key, id);
                 }
@@ -128,7 +132,10 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                                 if other.canonical != schema.canonical {
                                     problems.push(Problem::route(
                                         &rc.name,
-                                        format!("schema id {id} of {schema_name} collides with {}", other.full_name),
+                                        format!(
+                                            "schema id {id} of {schema_name} collides with {}",
+                                            other.full_name
+                                        ),
                                     ));
                                 }
                             }
@@ -141,10 +148,8 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                             })
                         }
                         Err(e) => {
-                            problems.push(Problem::route(
-                                &rc.name,
-                                format!("schema registry: {e}"),
-                            ));
+                            problems
+                                .push(Problem::route(&rc.name, format!("schema registry: {e}")));
                             None
                         }
                     }
@@ -163,10 +168,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                     methods.len() - 1
                 }
                 Err(e) => {
-                    problems.push(Problem::route(
-                        &rc.name,
-                        format!("path {:?}: {e}", rc.path),
-                    ));
+                    problems.push(Problem::route(&rc.name, format!("path {:?}: {e}", rc.path)));
                     continue;
                 }
             },
@@ -175,7 +177,10 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             let prev: &Arc<Route> = &routes[prev];
             problems.push(Problem::route(
                 &rc.name,
-                format!("{} {} is already routed by {}", rc.method, rc.path, prev.name),
+                format!(
+                    "{} {} is already routed by {}",
+                    rc.method, rc.path, prev.name
+                ),
             ));
         }
         routes.push(Arc::new(Route {

@@ -46,7 +46,10 @@ async fn static_segments_win_over_parameters_and_methods_are_separate() {
     .concat();
     let t = table(&routes).await.expect("valid");
     let name = |m: Method, p: &str| t.lookup(&m, p).map(|m| m.route.name.clone());
-    assert_eq!(name(Method::GET, "/orders/search").as_deref(), Some("search"));
+    assert_eq!(
+        name(Method::GET, "/orders/search").as_deref(),
+        Some("search")
+    );
     assert_eq!(name(Method::GET, "/orders/17").as_deref(), Some("by-id"));
     assert_eq!(name(Method::PUT, "/orders/17").as_deref(), Some("update"));
     assert_eq!(name(Method::DELETE, "/orders/17"), None);
@@ -66,8 +69,15 @@ async fn conflicting_patterns_and_duplicate_method_paths_are_reported_by_route()
     .concat();
     let problems = table(&routes).await.err().expect("invalid");
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(text.iter().any(|p| p.starts_with("route b: path")), "{text:#?}");
-    assert!(text.iter().any(|p| p.starts_with("route c: GET /orders/{id} is already routed by a")), "{text:#?}");
+    assert!(
+        text.iter().any(|p| p.starts_with("route b: path")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.starts_with("route c: GET /orders/{id} is already routed by a")),
+        "{text:#?}"
+    );
 }
 
 #[tokio::test]
@@ -95,8 +105,16 @@ key = "/nope"
 "#;
     let problems = table(routes).await.err().expect("invalid");
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(text.iter().any(|p| p.contains("route x: schema \"com.shop.Missing\" is not in")), "{text:#?}");
-    assert!(text.iter().any(|p| p.contains("route y: key \"/nope\" does not point at a field")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|p| p.contains("route x: schema \"com.shop.Missing\" is not in")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("route y: key \"/nope\" does not point at a field")),
+        "{text:#?}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +122,16 @@ async fn the_repository_routes_file_is_valid() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../routes.toml");
     let loaded = LoadedConfig::read(&path).expect("parses");
     let t = build(&loaded, &SchemaIds::Local).await.expect("valid");
-    assert!(t.routes().iter().any(|r| r.mode == crate::config::Mode::Async));
-    assert!(t.routes().iter().any(|r| r.mode == crate::config::Mode::DualWrite));
-    assert!(t.routes().iter().any(|r| r.mode == crate::config::Mode::Passthrough));
+    assert!(t
+        .routes()
+        .iter()
+        .any(|r| r.mode == crate::config::Mode::Async));
+    assert!(t
+        .routes()
+        .iter()
+        .any(|r| r.mode == crate::config::Mode::DualWrite));
+    assert!(t
+        .routes()
+        .iter()
+        .any(|r| r.mode == crate::config::Mode::Passthrough));
 }

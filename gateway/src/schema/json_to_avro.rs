@@ -99,8 +99,7 @@ impl Converter<'_> {
             (Schema::TimestampMicros, Json::String(s)) => s
                 .parse::<jiff::Timestamp>()
                 .ok()
-                .and_then(|t| i64::try_from(t.as_microsecond()).ok())
-                .map(Value::TimestampMicros),
+                .map(|t| Value::TimestampMicros(t.as_microsecond())),
             (Schema::Array(a), Json::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
@@ -204,7 +203,9 @@ impl Converter<'_> {
                         None => errors.push(FieldError {
                             pointer: ptr.clone(),
                             expected: kind(&field.schema),
-                            found: format!("missing, and the schema default {default} does not fit"),
+                            found: format!(
+                                "missing, and the schema default {default} does not fit"
+                            ),
                         }),
                     }
                 }

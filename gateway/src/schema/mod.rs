@@ -67,10 +67,7 @@ impl EventSchema {
     /// A stable id for this schema when no registry numbers it: the low 31
     /// bits of its CRC-64-AVRO (Rabin) fingerprint, never 0.
     pub fn local_id(&self) -> u32 {
-        let fp = self
-            .schema
-            .fingerprint::<apache_avro::rabin::Rabin>()
-            .bytes;
+        let fp = self.schema.fingerprint::<apache_avro::rabin::Rabin>().bytes;
         let mut b = [0u8; 4];
         b.copy_from_slice(&fp[..4]);
         (u32::from_le_bytes(b) & 0x7fff_ffff).max(1)
@@ -86,12 +83,12 @@ impl EventSchema {
             .build()
             .and_then(|w| w.write_value_to_vec(value))
             .map_err(|e| {
-            vec![FieldError {
-                pointer: String::new(),
-                expected: self.full_name.clone(),
-                found: format!("a value the Avro writer refused: {e}"),
-            }]
-        })
+                vec![FieldError {
+                    pointer: String::new(),
+                    expected: self.full_name.clone(),
+                    found: format!("a value the Avro writer refused: {e}"),
+                }]
+            })
     }
 
     /// Decodes an Avro datum written with this schema.
@@ -203,7 +200,11 @@ pub fn confluent_unframe(value: &[u8]) -> Option<(u32, &[u8])> {
     }
 }
 
-fn collect_named(schema: &Schema, named: &mut HashMap<Name, Schema>, unsupported: &mut Vec<String>) {
+fn collect_named(
+    schema: &Schema,
+    named: &mut HashMap<Name, Schema>,
+    unsupported: &mut Vec<String>,
+) {
     match schema {
         Schema::Record(r) => {
             named.insert(r.name.clone(), schema.clone());

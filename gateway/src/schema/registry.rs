@@ -20,8 +20,14 @@ pub async fn register(
     let url = format!("{}/subjects/{subject}/versions", base.trim_end_matches('/'));
     let body = serde_json::json!({ "schema": canonical }).to_string();
     let request = http::Request::post(&url)
-        .header(http::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
-        .header(http::header::ACCEPT, "application/vnd.schemaregistry.v1+json, application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/vnd.schemaregistry.v1+json",
+        )
+        .header(
+            http::header::ACCEPT,
+            "application/vnd.schemaregistry.v1+json, application/json",
+        )
         .body(Body::from(body))
         .map_err(|e| format!("{url}: {e}"))?;
     let response = tokio::time::timeout(timeout, client.request(request))
@@ -40,8 +46,8 @@ pub async fn register(
             String::from_utf8_lossy(&bytes)
         ));
     }
-    let parsed: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{url}: bad JSON from registry: {e}"))?;
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{url}: bad JSON from registry: {e}"))?;
     parsed
         .get("id")
         .and_then(serde_json::Value::as_u64)

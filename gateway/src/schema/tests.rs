@@ -42,7 +42,10 @@ fn valid_body_round_trips_with_defaults_filled() {
         panic!("not a record");
     };
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    assert_eq!(get("currency"), Some(apache_avro::types::Value::String("EUR".into())));
+    assert_eq!(
+        get("currency"),
+        Some(apache_avro::types::Value::String("EUR".into()))
+    );
     assert_eq!(
         get("coupon"),
         Some(apache_avro::types::Value::Union(
@@ -50,10 +53,15 @@ fn valid_body_round_trips_with_defaults_filled() {
             Box::new(apache_avro::types::Value::String("SPRING".into()))
         ))
     );
-    assert_eq!(get("status"), Some(apache_avro::types::Value::Enum(0, "NEW".into())));
+    assert_eq!(
+        get("status"),
+        Some(apache_avro::types::Value::Enum(0, "NEW".into()))
+    );
     assert_eq!(
         get("placedAt"),
-        Some(apache_avro::types::Value::TimestampMillis(1_767_323_045_000))
+        Some(apache_avro::types::Value::TimestampMillis(
+            1_767_323_045_000
+        ))
     );
 }
 
@@ -70,7 +78,10 @@ fn every_offending_field_is_listed_by_pointer() {
     let order_id = at("/orderId").expect("orderId reported");
     assert_eq!(order_id.expected, "string");
     assert_eq!(order_id.found, "number 5");
-    assert_eq!(at("/customerId").expect("missing reported").found, "missing (required field)");
+    assert_eq!(
+        at("/customerId").expect("missing reported").found,
+        "missing (required field)"
+    );
     assert_eq!(at("/items/0/quantity").expect("quantity").expected, "int");
     assert!(at("/items/1/colour").is_some(), "{errors:#?}");
     assert!(at("/status").expect("enum").expected.contains("NEW"));
@@ -106,11 +117,15 @@ fn local_id_is_stable_and_changes_with_the_schema() {
     let a = order().local_id();
     assert_eq!(a, order().local_id());
     let changed = ORDER.replace("\"EUR\"", "\"USD\"");
-    let b = EventSchema::parse(&changed, "x.avsc").expect("valid").local_id();
+    let b = EventSchema::parse(&changed, "x.avsc")
+        .expect("valid")
+        .local_id();
     // Defaults are not part of the canonical form, so the id stays the same.
     assert_eq!(a, b);
     let renamed = ORDER.replace("\"orderId\"", "\"id\"");
-    let c = EventSchema::parse(&renamed, "x.avsc").expect("valid").local_id();
+    let c = EventSchema::parse(&renamed, "x.avsc")
+        .expect("valid")
+        .local_id();
     assert_ne!(a, c);
 }
 
