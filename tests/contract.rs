@@ -577,3 +577,107 @@ async fn admin_port_reports_health_readiness_routes_metrics_and_schemas() {
         json!(40403)
     );
 }
+
+#[tokio::test]
+async fn a_fallback_upstream_receives_unmatched_requests() {
+    let legacy = MockServer::start().await;
+    let catch_all = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/legacy/anything"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("from the monolith"))
+        .expect(1)
+        .mount(&catch_all)
+        .await;
+    let config = format!(
+        "{}\n[upstreams.monolith]\nurl = \"{}\"\n\n[fallback]\nupstream = \"monolith\"\n",
+        shop(&legacy.uri()),
+        catch_all.uri()
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway starts");
+    let r = gw
+        .http
+        .get(format!("{}/legacy/anything", gw.base))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "from the monolith");
+}
+
+#[tokio::test]
+async fn with_a_schema_registry_the_registered_id_frames_the_event() {
+    let legacy = MockServer::start().await;
+    let registry = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/subjects/orders.order-created-value/versions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 4711})))
+        .expect(1)
+        .mount(&registry)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/subjects/users.user-registered-value/versions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 4712})))
+        .expect(1)
+        .mount(&registry)
+        .await;
+    // The registry URL goes at the end of the [schemas] table, just before [spool].
+    let config = shop(&legacy.uri()).replace(
+        "\n[spool]",
+        &format!("registry = \"{}\"\n\n[spool]", registry.uri()),
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway starts");
+    assert_eq!(gw.schema_id("create-order").await.expect("id"), 4711);
+    assert_eq!(gw.schema_id("register-user").await.expect("id"), 4712);
+
+    let received = registry.received_requests().await.expect("recording");
+    let sent: Value = serde_json::from_slice(&received[0].body).expect("json");
+    let schema: Value = serde_json::from_str(sent["schema"].as_str().expect("schema string"))
+        .expect("schema is JSON");
+    assert!(schema["name"]
+        .as_str()
+        .expect("name")
+        .starts_with("com.shop."));
+
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(ORDER)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let records = gateway_tests::read_topic(&gw.gateway.kafka_bootstrap, "orders.order-created")
+        .await
+        .expect("topic");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        &records[0].value[..5],
+        &[0, 0, 0, 0x12, 0x67],
+        "magic byte + id 4711"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_fails_start_with_the_route_named() {
+    let legacy = MockServer::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let config = shop(&legacy.uri()).replace(
+        "\n[spool]",
+        &format!("registry = \"{dead}\"\nregistry_timeout_ms = 500\n\n[spool]"),
+    );
+    let err = TestGateway::start(&config)
+        .await
+        .err()
+        .expect("must not start");
+    let text = err.to_string();
+    assert!(
+        text.contains("route create-order: schema registry"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route register-user: schema registry"),
+        "{text}"
+    );
+}

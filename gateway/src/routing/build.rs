@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 
 use super::{EventSpec, KeySource, Limits, Route, RouteTable};
-use crate::config::{LoadedConfig, Problem};
+use crate::config::{LoadedConfig, Problem, RouteConfig};
 use crate::schema::{registry, Catalog, EventSchema};
 use crate::upstream::{HttpClient, Upstream};
 
@@ -104,59 +104,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
         let Ok(method) = Method::from_bytes(rc.method.as_bytes()) else {
             continue;
         };
-        let event = match (&rc.topic, &rc.schema, &rc.key) {
-            (Some(topic), Some(schema_name), Some(key)) => match catalog.get(schema_name) {
-                None => {
-                    problems.push(Problem::route(
-                        &rc.name,
-                        format!(
-                            "schema {schema_name:?} is not in {} (known: {})",
-                            loaded.schemas_dir().display(),
-                            catalog
-                                .iter()
-                                .map(|s| s.full_name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                    None
-                }
-                Some(schema) => {
-                    if let Err(msg) = check_key_in_schema(key, schema) {
-                        problems.push(Problem::route(&rc.name, msg));
-                    }
-                    match ids.id_for(topic, schema).await {
-                        Ok(id) => {
-                            if let Some(other) = schema_ids.get(&id) {
-                                let other: &Arc<EventSchema> = other;
-                                if other.canonical != schema.canonical {
-                                    problems.push(Problem::route(
-                                        &rc.name,
-                                        format!(
-                                            "schema id {id} of {schema_name} collides with {}",
-                                            other.full_name
-                                        ),
-                                    ));
-                                }
-                            }
-                            schema_ids.insert(id, schema.clone());
-                            Some(EventSpec {
-                                topic: topic.clone(),
-                                schema: schema.clone(),
-                                schema_id: id,
-                                key: key_source(key),
-                            })
-                        }
-                        Err(e) => {
-                            problems
-                                .push(Problem::route(&rc.name, format!("schema registry: {e}")));
-                            None
-                        }
-                    }
-                }
-            },
-            _ => None,
-        };
+        let event = event_spec(rc, loaded, &catalog, ids, &mut schema_ids, &mut problems).await;
 
         let index = routes.len();
         let slot = match path_index.get(&rc.path) {
@@ -210,6 +158,65 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             max_body_bytes: config.server.max_body_bytes,
             retry_after_secs: config.server.retry_after_secs,
         },
+    })
+}
+
+/// Resolves a route's event: schema and key are checked for every route that
+/// names them; only publishing routes get a schema id (and so a registry
+/// subject), so a passthrough route's subject appears when it is flipped.
+async fn event_spec(
+    rc: &RouteConfig,
+    loaded: &LoadedConfig,
+    catalog: &Catalog,
+    ids: &SchemaIds,
+    schema_ids: &mut BTreeMap<u32, Arc<EventSchema>>,
+    problems: &mut Vec<Problem>,
+) -> Option<EventSpec> {
+    let (Some(topic), Some(schema_name), Some(key)) = (&rc.topic, &rc.schema, &rc.key) else {
+        return None;
+    };
+    let Some(schema) = catalog.get(schema_name) else {
+        let known: Vec<&str> = catalog.iter().map(|s| s.full_name.as_str()).collect();
+        problems.push(Problem::route(
+            &rc.name,
+            format!(
+                "schema {schema_name:?} is not in {} (known: {})",
+                loaded.schemas_dir().display(),
+                known.join(", ")
+            ),
+        ));
+        return None;
+    };
+    if let Err(msg) = check_key_in_schema(key, schema) {
+        problems.push(Problem::route(&rc.name, msg));
+    }
+    if !rc.mode.publishes() {
+        return None;
+    }
+    let id = match ids.id_for(topic, schema).await {
+        Ok(id) => id,
+        Err(e) => {
+            problems.push(Problem::route(&rc.name, format!("schema registry: {e}")));
+            return None;
+        }
+    };
+    if let Some(other) = schema_ids.get(&id) {
+        if other.canonical != schema.canonical {
+            problems.push(Problem::route(
+                &rc.name,
+                format!(
+                    "schema id {id} of {schema_name} collides with {}",
+                    other.full_name
+                ),
+            ));
+        }
+    }
+    schema_ids.insert(id, schema.clone());
+    Some(EventSpec {
+        topic: topic.clone(),
+        schema: schema.clone(),
+        schema_id: id,
+        key: key_source(key),
     })
 }
 
