@@ -383,3 +383,63 @@ async fn broker_outage_async_refuses_dual_write_spools_and_delivers_after_recove
         "the refused async request published nothing"
     );
 }
+
+#[tokio::test]
+async fn a_topic_that_cannot_be_created_answers_503_naming_the_topic() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    // Kafka refuses to create a topic whose name collides with an existing
+    // one once '.' and '_' are treated alike.
+    let existing = unique_topic("e2e_collide")
+        .replace('.', "_")
+        .replace('-', "_");
+    let colliding = existing.replace('_', ".");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        3_000,
+        &routes(&legacy.uri(), &existing, &colliding),
+    ))
+    .await
+    .expect("gateway starts");
+    let order = r#"{"orderId":"o","customerId":"c","items":[],"totalCents":0}"#;
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(order)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202, "the first topic is auto-created");
+
+    // Flip register-user to async so its publish answers the caller directly.
+    let flipped = std::fs::read_to_string(gw.config_path())
+        .expect("read")
+        .replace("mode = \"dual-write\"", "mode = \"async\"");
+    std::fs::write(gw.config_path(), flipped).expect("write");
+    gw.gateway.reload().await.expect("reload");
+    let r = gw
+        .http
+        .post(format!("{}/users", gw.base))
+        .body(user("x"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let problem: Value = r.json().await.expect("problem");
+    assert_eq!(problem["topic"], colliding.as_str());
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(&colliding),
+        "{problem}"
+    );
+    assert_eq!(
+        gateway_tests::topic_count(&bootstrap, &colliding)
+            .await
+            .expect("count"),
+        0
+    );
+}

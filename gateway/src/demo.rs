@@ -21,8 +21,8 @@ use crate::config::LoadedConfig;
 use crate::server::{Gateway, Overrides};
 use crate::state::Shared;
 
-/// Runs the demo until Ctrl-C.
-pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// Runs the demo until Ctrl-C. `kafka` is a bootstrap list or `"embedded"`.
+pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow::Result<ExitCode> {
     let loaded = LoadedConfig::read(config_path)?;
     for (name, upstream) in &loaded.config.upstreams {
         let uri: http::Uri = upstream.url.parse()?;
@@ -44,12 +44,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start_with(
         config_path,
         Overrides {
-            kafka_bootstrap: Some("embedded".into()),
+            kafka_bootstrap: Some(kafka.to_string()),
         },
     )
     .await?;
-    spawn_event_printer(&gateway.kafka_bootstrap, gateway.shared.clone())?;
-    print_walkthrough(gateway.public_addr, gateway.admin_addr);
+    if print_events {
+        spawn_event_printer(&gateway.kafka_bootstrap, gateway.shared.clone())?;
+    }
+    print_walkthrough(gateway.public_addr, gateway.admin_addr, kafka == "embedded");
 
     tokio::signal::ctrl_c().await?;
     gateway.shutdown(Duration::from_secs(5)).await;
@@ -176,11 +178,16 @@ fn describe(m: &rdkafka::message::BorrowedMessage<'_>, shared: &Shared) -> Strin
     )
 }
 
-fn print_walkthrough(public: SocketAddr, admin: SocketAddr) {
+fn print_walkthrough(public: SocketAddr, admin: SocketAddr, embedded: bool) {
+    let kafka = if embedded {
+        "Kafka is EMBEDDED (in memory, not durable)."
+    } else {
+        "Kafka is the broker given with --kafka."
+    };
     println!(
         r#"
 gateway on http://{public}   admin on http://{admin}
-Kafka is EMBEDDED (in memory, not durable). Events appear below as [kafka] lines.
+{kafka} Events appear below as [kafka] lines (unless --quiet).
 
 passthrough - proxied to the legacy service, nothing published:
   curl -s http://{public}/orders/42

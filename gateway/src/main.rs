@@ -41,6 +41,12 @@ enum Command {
         /// The routes file.
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+        /// Use this Kafka instead of the embedded one (e.g. 127.0.0.1:19092).
+        #[arg(long, default_value = "embedded")]
+        kafka: String,
+        /// Do not print the events that reach Kafka (for load runs).
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -63,7 +69,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
             Command::Check { config } => check(config).await,
-            Command::Demo { config } => gateway::demo::run(&config).await,
+            Command::Demo {
+                config,
+                kafka,
+                quiet,
+            } => gateway::demo::run(&config, &kafka, !quiet).await,
         }
     });
     match result {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# First load numbers: passthrough and async on the real broker, plus the
+# legacy service called directly for reference. Loopback only, bounded runs.
+#
+#   tests/load/run.sh            # DURATION=10s CONNECTIONS=32 THREADS=2
+#
+# Needs wrk (Debian package `wrk`). Starts the broker if it is not up (and
+# stops it afterwards), runs `gateway demo --kafka … --quiet` from a release
+# build, and prints wrk's summary for each scenario.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+PORT=${KAFKA_PORT:-19092}
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+cargo build --release -p gateway -q
+
+started=0
+if ! tests/kafka/broker.sh status >/dev/null 2>&1; then tests/kafka/broker.sh start; started=1; fi
+log=$(mktemp)
+target/release/gateway demo --kafka "127.0.0.1:$PORT" --quiet >"$log" 2>&1 &
+gw=$!
+cleanup() {
+  kill "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+  [ "$started" = 1 ] && tests/kafka/broker.sh stop
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  curl -sf http://127.0.0.1:9080/readyz >/dev/null && break
+  kill -0 "$gw" 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.1
+done
+curl -sf http://127.0.0.1:9080/readyz >/dev/null || { echo "gateway not ready" >&2; cat "$log"; exit 1; }
+
+run() {
+  echo "== $1"
+  shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" | grep -E "Requests/sec|Latency|50%|99%|Non-2xx|Socket errors"
+}
+run "legacy service directly: GET /orders/42" http://127.0.0.1:7001/orders/42
+run "passthrough via gateway: GET /orders/42" http://127.0.0.1:8080/orders/42
+run "async via gateway (real broker, acks=all): POST /orders" -s tests/load/post_order.lua http://127.0.0.1:8080
+echo "== gateway counters"
+curl -s http://127.0.0.1:9080/metrics | grep -E '^gateway_(requests_total|publish_failures_total|events_published_total)' || true
