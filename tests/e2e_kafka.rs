@@ -391,9 +391,7 @@ async fn a_topic_that_cannot_be_created_answers_503_naming_the_topic() {
     let legacy = MockServer::start().await;
     // Kafka refuses to create a topic whose name collides with an existing
     // one once '.' and '_' are treated alike.
-    let existing = unique_topic("e2e_collide")
-        .replace('.', "_")
-        .replace('-', "_");
+    let existing = unique_topic("e2e_collide").replace(['.', '-'], "_");
     let colliding = existing.replace('_', ".");
     let gw = TestGateway::start(&config_text(
         &bootstrap,
