@@ -681,3 +681,59 @@ async fn an_unreachable_registry_fails_start_with_the_route_named() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_gets_408_and_publishes_nothing() {
+    let legacy = MockServer::start().await;
+    let config = shop(&legacy.uri()).replace(
+        "max_body_bytes = 4096",
+        "max_body_bytes = 4096\nbody_read_timeout_ms = 300",
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway starts");
+    // Announce 100 bytes, send 10, then stall.
+    let request = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"orderId\"";
+    let response = raw_http(gw.gateway.public_addr, request).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert_eq!(count(&gw, "orders.order-created").await, 0);
+}
+
+#[tokio::test]
+async fn past_max_in_flight_requests_are_shed_with_503_and_retry_after() {
+    let legacy = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(400)))
+        .mount(&legacy)
+        .await;
+    let config = shop(&legacy.uri()).replace(
+        "max_body_bytes = 4096",
+        "max_body_bytes = 4096\nmax_in_flight = 1\nretry_after_secs = 2",
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway starts");
+    let first = tokio::spawn({
+        let (http, url) = (gw.http.clone(), format!("{}/orders/1", gw.base));
+        async move { http.get(url).send().await.map(|r| r.status()) }
+    });
+    wait_until(
+        Duration::from_secs(5),
+        "first request reaches the legacy service",
+        || async {
+            legacy
+                .received_requests()
+                .await
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await
+    .expect("first request in flight");
+    let shed = gw
+        .http
+        .get(format!("{}/orders/2", gw.base))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "2");
+    let problem: Value = shed.json().await.expect("problem");
+    assert_eq!(problem["retryable"], true);
+    assert_eq!(first.await.expect("task").expect("first response"), 200);
+}

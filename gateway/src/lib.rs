@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod listener;
 pub mod metrics;
 pub mod modes;
 pub mod problem;

@@ -109,6 +109,18 @@ pub enum GatewayError {
         /// Why.
         source: PublishError,
     },
+    /// The body did not arrive within `server.body_read_timeout_ms`.
+    #[error("request body not received within {timeout_ms} ms")]
+    BodyTimeout {
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// `server.max_in_flight` requests are already being served.
+    #[error("gateway is at its limit of {limit} requests in flight")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
     /// A fault inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -129,7 +141,10 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            GatewayError::Publish { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Publish { .. } | GatewayError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -143,19 +158,23 @@ impl GatewayError {
             | GatewayError::MalformedJson(_)
             | GatewayError::SchemaViolation { .. }
             | GatewayError::MissingKey { .. }
-            | GatewayError::IdempotencyConflict { .. } => Side::Client,
+            | GatewayError::IdempotencyConflict { .. }
+            | GatewayError::BodyTimeout { .. } => Side::Client,
             GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamProtocol { .. } => Side::Upstream,
             GatewayError::Publish { .. } => Side::Kafka,
-            GatewayError::Internal(_) => Side::Internal,
+            GatewayError::Internal(_) | GatewayError::Overloaded { .. } => Side::Internal,
         }
     }
 
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamConnect { .. } => true,
+            GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamConnect { .. }
+            | GatewayError::Overloaded { .. }
+            | GatewayError::BodyTimeout { .. } => true,
             GatewayError::Publish { source, .. } => source.retryable(),
             _ => false,
         }
@@ -175,6 +194,8 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::Publish { source, .. } => source.reason(),
+            GatewayError::BodyTimeout { .. } => "body_timeout",
+            GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::Internal(_) => "internal",
         }
     }

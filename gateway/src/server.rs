@@ -18,7 +18,7 @@ use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::routing::{self, SchemaIds};
 use crate::state::Shared;
-use crate::{admin, modes, reload, upstream};
+use crate::{admin, listener, modes, reload, upstream};
 
 /// Why the gateway did not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +164,8 @@ impl Gateway {
             .with_state(shared.clone());
         let admin_router = admin::router(shared.clone());
         let servers = vec![
-            serve(public, public_router, stop_rx.clone()),
-            serve(admin, admin_router, stop_rx),
+            listener::serve(public, public_router, stop_rx.clone()),
+            listener::serve(admin, admin_router, stop_rx),
         ];
 
         let mut background = vec![tokio::spawn(spool.run(publisher, metrics, retry_interval))];
@@ -215,18 +215,4 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
-}
-
-fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    })
 }

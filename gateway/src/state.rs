@@ -70,6 +70,8 @@ pub struct Shared {
     pub known_schemas: RwLock<BTreeMap<u32, Arc<EventSchema>>>,
     /// How schema ids are obtained (and their cache).
     pub schema_ids: SchemaIds,
+    /// Permits for `server.max_in_flight`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The config as loaded at start (listeners, Kafka, spool: restart-only).
     pub startup: LoadedConfig,
 }
@@ -106,6 +108,7 @@ impl Shared {
             idempotency,
             known_schemas: RwLock::new(known),
             schema_ids,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(c.server.max_in_flight)),
             startup,
         }
     }

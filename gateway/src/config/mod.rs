@@ -65,6 +65,14 @@ pub struct ServerConfig {
     /// Watch the config file and reload it on change (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// Most requests served at once; beyond it requests get 503 with
+    /// `Retry-After` instead of queueing (restart to change).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Time allowed to receive a whole request body on dual-write and async
+    /// routes, in milliseconds; a slower client gets 408.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +83,8 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             retry_after_secs: default_retry_after_secs(),
             watch_config: default_true(),
+            max_in_flight: default_max_in_flight(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }
 }
@@ -280,6 +290,12 @@ fn default_retry_after_secs() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    30_000
 }
 fn default_publish_timeout_ms() -> u64 {
     5_000

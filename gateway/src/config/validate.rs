@@ -98,6 +98,12 @@ impl Config {
                 "server.listen and server.admin must be different addresses",
             ));
         }
+        if self.server.max_in_flight == 0 {
+            problems.push(Problem::global("server.max_in_flight must be > 0"));
+        }
+        if self.server.body_read_timeout_ms == 0 {
+            problems.push(Problem::global("server.body_read_timeout_ms must be > 0"));
+        }
         if self.kafka.bootstrap.trim().is_empty() {
             problems.push(Problem::global("kafka.bootstrap is empty"));
         }

@@ -126,6 +126,17 @@ impl Spool {
                         .inc();
                     sent += 1;
                 }
+                Err(e) if !e.retryable() => {
+                    // Kafka will never take it: park it for a human rather
+                    // than block everything queued behind it.
+                    tracing::error!(file = %path.display(), topic = %ev.topic, error = %e, "spooled event rejected by Kafka, moved aside");
+                    let _ = std::fs::rename(path, path.with_extension("rejected"));
+                    self.depth.fetch_sub(1, Ordering::AcqRel);
+                    metrics
+                        .events_lost
+                        .with_label_values(&["rejected_by_kafka"])
+                        .inc();
+                }
                 Err(e) => {
                     failed = true;
                     tracing::debug!(topic = %ev.topic, error = %e, "spooled event still not accepted");

@@ -23,7 +23,7 @@ pub(super) async fn serve(
 ) -> Result<Response, GatewayError> {
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, limits.max_body_bytes).await?;
+    let bytes = read_body(body, limits).await?;
     let ctx = event_context(&parts.headers);
     let event = encode_event(route, params, &bytes, &ctx)?;
 

@@ -25,7 +25,7 @@ pub(super) async fn serve(
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
     // Buffered (bounded): the same bytes go to the legacy service and the event.
-    let bytes = read_body(body, limits.max_body_bytes).await?;
+    let bytes = read_body(body, limits).await?;
     let ctx = event_context(&parts.headers);
     // Encoded before the call, published only after a 2xx. The legacy service
     // stays the source of truth: a body it accepts is never refused here.
@@ -54,6 +54,13 @@ pub(super) async fn serve(
 }
 
 async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
+    // While older events wait in the spool, newer ones queue behind them:
+    // this keeps per-key order and spares callers a publish timeout each
+    // while Kafka is known to be down.
+    if shared.spool.depth() > 0 {
+        spool(shared, &event, "spool not empty").await;
+        return;
+    }
     let started = Instant::now();
     let result = shared.publisher.publish(&event).await;
     shared
@@ -77,7 +84,11 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
         .publish_failures
         .with_label_values(&[&event.topic, err.reason()])
         .inc();
-    match shared.spool.put(&event).await {
+    spool(shared, &event, &err.to_string()).await;
+}
+
+async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) {
+    match shared.spool.put(event).await {
         Ok(()) => {
             shared
                 .metrics
@@ -88,7 +99,7 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
                 .metrics
                 .spool_depth
                 .set(i64::try_from(shared.spool.depth()).unwrap_or(i64::MAX));
-            tracing::warn!(route = %event.route, topic = %event.topic, id = %event.id, error = %err, "event spooled for re-publication");
+            tracing::warn!(route = %event.route, topic = %event.topic, id = %event.id, why, "event spooled for re-publication");
         }
         Err(spool_err) => {
             shared
@@ -96,7 +107,7 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
                 .events_lost
                 .with_label_values(&["spool_failed"])
                 .inc();
-            tracing::error!(route = %event.route, topic = %event.topic, id = %event.id, publish_error = %err, spool_error = %spool_err, "EVENT LOST: neither published nor spooled");
+            tracing::error!(route = %event.route, topic = %event.topic, id = %event.id, why, spool_error = %spool_err, "EVENT LOST: neither published nor spooled");
         }
     }
 }

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 
 use crate::events::{EventContext, OutgoingEvent};
 use crate::problem::GatewayError;
-use crate::routing::{KeySource, Matched, Route};
+use crate::routing::{KeySource, Limits, Matched, Route};
 use crate::state::Shared;
 
 const OPERATIONS_PREFIX: &str = "/operations/";
@@ -29,6 +29,17 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
         .map(|c| c.0);
     let table = shared.table.load_full();
     let retry_after = table.limits.retry_after_secs;
+    // Shed load instead of queueing without bound.
+    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
+        let limit = shared.startup.config.server.max_in_flight;
+        return finish(
+            &shared,
+            "",
+            "none",
+            Err(GatewayError::Overloaded { limit }),
+            retry_after,
+        );
+    };
 
     if request.method() == http::Method::GET {
         if let Some(id) = request.uri().path().strip_prefix(OPERATIONS_PREFIX) {
@@ -118,14 +129,20 @@ async fn operation_status(shared: &Shared, id: &str, retry_after: u32) -> Respon
     }
 }
 
-/// Reads a whole body, refusing more than `limit` bytes.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+/// Reads a whole body, refusing more than the size limit or a body that
+/// takes longer than the read timeout.
+pub(crate) async fn read_body(body: Body, limits: Limits) -> Result<Bytes, GatewayError> {
+    let limit = limits.max_body_bytes;
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(limits.body_read_timeout, collect).await {
+        Err(_) => Err(GatewayError::BodyTimeout {
+            timeout_ms: u64::try_from(limits.body_read_timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(GatewayError::BodyTooLarge { limit })
         }
-        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+        Ok(Err(e)) => Err(GatewayError::BodyRead(e.to_string())),
     }
 }
 

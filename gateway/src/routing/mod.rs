@@ -70,6 +70,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// `server.retry_after_secs`
     pub retry_after_secs: u32,
+    /// `server.body_read_timeout_ms`
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// An immutable, fully validated route table.

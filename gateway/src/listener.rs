@@ -1,0 +1,87 @@
+//! Accept loop for both listeners, with the connection-level bounds axum's
+//! `serve` leaves open: header read timeout, header count and size, HTTP/2
+//! stream limits, and a graceful drain on shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+/// A client must send its request headers within this time (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most header fields in one HTTP/1 request.
+const MAX_HEADERS: usize = 100;
+/// Read buffer for HTTP/1, which bounds the request line plus headers.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// HTTP/2 header list size and concurrent streams per connection.
+const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+const MAX_H2_STREAMS: u32 = 256;
+
+/// Serves `router` on `listener` until `stop` turns true, then stops
+/// accepting and waits for open connections to finish their requests.
+pub fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_H2_HEADER_LIST)
+            .max_concurrent_streams(MAX_H2_STREAMS);
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Typically EMFILE: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let service = router
+                        .clone()
+                        .map_request(move |mut req: Request<Incoming>| {
+                            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                            req
+                        });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+            }
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    })
+}
