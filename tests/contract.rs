@@ -124,6 +124,7 @@ async fn passthrough_returns_the_legacy_response_unchanged_and_publishes_nothing
 async fn dual_write_publishes_exactly_one_event_on_2xx_and_none_on_4xx_or_5xx() {
     let (legacy, gw) = setup().await;
     for (status, expected_events) in [(201, 1), (409, 1), (503, 1), (200, 2)] {
+        legacy.verify().await;
         legacy.reset().await;
         Mock::given(method("POST"))
             .and(path("/users"))
@@ -293,6 +294,7 @@ async fn hop_by_hop_headers_never_reach_the_legacy_service() {
         .await;
     // Raw HTTP/1.1 so nothing between the test and the gateway rewrites headers.
     let request = "GET /orders/1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\
          X-Hop: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
          Proxy-Connection: keep-alive\r\nX-End-To-End: kept\r\n\r\n";
     let response = raw_http(gw.gateway.public_addr, request).await;
@@ -314,7 +316,11 @@ async fn hop_by_hop_headers_never_reach_the_legacy_service() {
     }
     assert_eq!(headers["x-end-to-end"], "kept");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
-    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        headers["x-forwarded-for"], "127.0.0.1",
+        "a client cannot forge its address"
+    );
+    assert!(headers.get("forwarded").is_none());
     assert_eq!(headers["x-forwarded-proto"], "http");
 }
 
@@ -384,17 +390,11 @@ async fn bodies_over_the_limit_get_413_in_every_mode() {
     let r = gw
         .http
         .put(format!("{}/files/stream.bin", gw.base))
-        .body(reqwest::Body::wrap_stream(futures_util_stream(chunks)))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await
         .expect("response");
     assert_eq!(r.status(), 413);
-}
-
-fn futures_util_stream(
-    items: Vec<Result<String, std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
-    tokio_stream::iter(items)
 }
 
 #[tokio::test]
@@ -701,13 +701,14 @@ async fn a_body_that_arrives_too_slowly_gets_408_and_publishes_nothing() {
 async fn past_max_in_flight_requests_are_shed_with_503_and_retry_after() {
     let legacy = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(400)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
         .mount(&legacy)
         .await;
     let config = shop(&legacy.uri()).replace(
         "max_body_bytes = 4096",
         "max_body_bytes = 4096\nmax_in_flight = 1\nretry_after_secs = 2",
-    );
+    )
+    .replace("timeout_ms = 500", "timeout_ms = 10000");
     let gw = TestGateway::start(&config).await.expect("gateway starts");
     let first = tokio::spawn({
         let (http, url) = (gw.http.clone(), format!("{}/orders/1", gw.base));
@@ -736,4 +737,46 @@ async fn past_max_in_flight_requests_are_shed_with_503_and_retry_after() {
     let problem: Value = shed.json().await.expect("problem");
     assert_eq!(problem["retryable"], true);
     assert_eq!(first.await.expect("task").expect("first response"), 200);
+}
+
+#[tokio::test]
+async fn dot_segments_and_encoded_separators_never_reach_the_legacy_service() {
+    let (legacy, gw) = setup().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&legacy)
+        .await;
+    for p in [
+        "/files/../admin/x",
+        "/files/%2e%2E/admin",
+        "/files/a%2Fb",
+        "/orders/..",
+        "/files/./x",
+    ] {
+        let request = format!("PUT {p} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        let response = raw_http(gw.gateway.public_addr, &request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{p}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_publish_once() {
+    let (_legacy, gw) = setup().await;
+    let sends = (0..8).map(|_| {
+        gw.http
+            .post(format!("{}/orders", gw.base))
+            .header("idempotency-key", "double-click")
+            .body(ORDER)
+            .send()
+    });
+    let responses = futures::future::join_all(sends).await;
+    let mut bodies = Vec::new();
+    for r in responses {
+        let r = r.expect("response");
+        assert_eq!(r.status(), 202);
+        bodies.push(r.json::<Value>().await.expect("json"));
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:#?}");
+    assert_eq!(count(&gw, "orders.order-created").await, 1);
 }

@@ -9,6 +9,17 @@ use serde_json::json;
 use crate::events::PublishError;
 use crate::schema::FieldError;
 
+/// A panic in a handler becomes a 500 problem, not a dropped connection.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("panic");
+    tracing::error!(detail, "handler panicked");
+    GatewayError::Internal(format!("handler panicked: {detail}")).into_problem(None, 1)
+}
+
 /// Which side of the gateway a failure belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -43,6 +54,13 @@ pub enum GatewayError {
         /// Request method.
         method: String,
         /// Request path.
+        path: String,
+    },
+    /// The path has dot-segments or encoded separators that could reach a
+    /// path no route exposes once the legacy service normalises it.
+    #[error("path {path:?} has '.'/'..' segments or encoded separators")]
+    UnsafePath {
+        /// The raw path.
         path: String,
     },
     /// The body is larger than `server.max_body_bytes`.
@@ -132,7 +150,9 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BodyRead(_) | GatewayError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyRead(_)
+            | GatewayError::MalformedJson(_)
+            | GatewayError::UnsafePath { .. } => StatusCode::BAD_REQUEST,
             GatewayError::SchemaViolation { .. } | GatewayError::MissingKey { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -140,6 +160,10 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
+            }
+            // A record Kafka will never take is not a reason to come back later.
+            GatewayError::Publish { source, .. } if !source.retryable() => {
+                StatusCode::INTERNAL_SERVER_ERROR
             }
             GatewayError::Publish { .. } | GatewayError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -153,6 +177,7 @@ impl GatewayError {
     pub fn side(&self) -> Side {
         match self {
             GatewayError::NoRoute { .. }
+            | GatewayError::UnsafePath { .. }
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::BodyRead(_)
             | GatewayError::MalformedJson(_)
@@ -184,6 +209,7 @@ impl GatewayError {
     pub fn reason(&self) -> &'static str {
         match self {
             GatewayError::NoRoute { .. } => "no_route",
+            GatewayError::UnsafePath { .. } => "unsafe_path",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BodyRead(_) => "body_read",
             GatewayError::MalformedJson(_) => "malformed_json",

@@ -14,6 +14,7 @@ use crate::state::{ReloadFailure, Shared};
 /// Reloads `path` into `shared`. On failure the serving table is unchanged
 /// and the problems are logged and kept for `/admin/routes`.
 pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>> {
+    let _one_at_a_time = shared.reload_lock.lock().await;
     let result = match LoadedConfig::read(path) {
         Ok(loaded) => {
             warn_restart_only_changes(&shared.startup, &loaded);
@@ -50,8 +51,12 @@ pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>>
 fn warn_restart_only_changes(running: &LoadedConfig, new: &LoadedConfig) {
     let (a, b) = (&running.config, &new.config);
     let mut changed = Vec::new();
-    if a.server.listen != b.server.listen || a.server.admin != b.server.admin {
-        changed.push("server.listen/admin");
+    if a.server.listen != b.server.listen
+        || a.server.admin != b.server.admin
+        || a.server.max_in_flight != b.server.max_in_flight
+        || a.server.watch_config != b.server.watch_config
+    {
+        changed.push("server.listen/admin/max_in_flight/watch_config");
     }
     if a.kafka != b.kafka {
         changed.push("kafka");
@@ -62,8 +67,10 @@ fn warn_restart_only_changes(running: &LoadedConfig, new: &LoadedConfig) {
     if a.idempotency != b.idempotency || a.operations != b.operations {
         changed.push("idempotency/operations");
     }
-    if a.schemas.registry != b.schemas.registry {
-        changed.push("schemas.registry");
+    if a.schemas.registry != b.schemas.registry
+        || a.schemas.registry_timeout_ms != b.schemas.registry_timeout_ms
+    {
+        changed.push("schemas.registry/registry_timeout_ms");
     }
     if !changed.is_empty() {
         tracing::warn!(sections = %changed.join(", "), "these settings take effect only after a restart");

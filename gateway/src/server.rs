@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{ConfigError, LoadedConfig, Problem};
 use crate::events::embedded::EmbeddedKafka;
@@ -161,7 +162,8 @@ impl Gateway {
         let (stop, stop_rx) = watch::channel(false);
         let public_router = Router::new()
             .fallback(modes::handle)
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(CatchPanicLayer::custom(crate::problem::panic_response));
         let admin_router = admin::router(shared.clone());
         let servers = vec![
             listener::serve(public, public_router, stop_rx.clone()),
@@ -203,6 +205,18 @@ impl Gateway {
         let drain = futures::future::join_all(self.servers);
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        // Events already handed to publication tasks are finished (published
+        // or spooled) before the process goes.
+        self.shared.tasks.close();
+        if tokio::time::timeout(grace, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = self.shared.tasks.len(),
+                "publication tasks still running at shutdown"
+            );
         }
         for task in &self.background {
             task.abort();

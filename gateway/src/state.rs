@@ -70,6 +70,11 @@ pub struct Shared {
     pub known_schemas: RwLock<BTreeMap<u32, Arc<EventSchema>>>,
     /// How schema ids are obtained (and their cache).
     pub schema_ids: SchemaIds,
+    /// Publication tasks that must finish even if their caller goes away;
+    /// shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// One reload at a time, so an older build never replaces a newer one.
+    pub reload_lock: tokio::sync::Mutex<()>,
     /// Permits for `server.max_in_flight`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The config as loaded at start (listeners, Kafka, spool: restart-only).
@@ -88,11 +93,15 @@ impl Shared {
         schema_ids: SchemaIds,
     ) -> Self {
         let c = &startup.config;
+        // LRU, not moka's default TinyLFU: a new key must always be admitted,
+        // or a repeated Idempotency-Key could publish twice.
         let operations = moka::future::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(c.operations.max_entries)
             .time_to_live(Duration::from_secs(c.operations.ttl_secs))
             .build();
         let idempotency = moka::future::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(c.idempotency.max_entries)
             .time_to_live(Duration::from_secs(c.idempotency.ttl_secs))
             .build();
@@ -108,6 +117,8 @@ impl Shared {
             idempotency,
             known_schemas: RwLock::new(known),
             schema_ids,
+            tasks: tokio_util::task::TaskTracker::new(),
+            reload_lock: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(c.server.max_in_flight)),
             startup,
         }

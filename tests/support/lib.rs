@@ -113,8 +113,9 @@ impl TestGateway {
             .ok_or_else(|| anyhow::anyhow!("route {route} has no schema id"))
     }
 
-    /// Value of one metric series in `/metrics`, 0 when absent. `selector`
-    /// is the series name with its labels as rendered, e.g.
+    /// Value of one metric series in `/metrics`; an error when the series is
+    /// absent, so a renamed metric fails the test instead of reading as 0.
+    /// `selector` is the series name with its labels as rendered, e.g.
     /// `gateway_events_spooled_total{route="r"}`.
     pub async fn metric(&self, selector: &str) -> anyhow::Result<f64> {
         let text = self
@@ -124,10 +125,9 @@ impl TestGateway {
             .await?
             .text()
             .await?;
-        Ok(text
-            .lines()
+        text.lines()
             .find_map(|l| l.strip_prefix(selector).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0))
+            .ok_or_else(|| anyhow::anyhow!("no series {selector} in /metrics"))
     }
 }
 

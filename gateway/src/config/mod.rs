@@ -69,6 +69,12 @@ pub struct ServerConfig {
     /// `Retry-After` instead of queueing (restart to change).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Keep X-Forwarded-For/-Host/-Proto and Forwarded sent by the client
+    /// (appending to X-Forwarded-For). Only for a gateway behind a trusted
+    /// proxy or load balancer; otherwise they are replaced, since a client
+    /// could forge them.
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
     /// Time allowed to receive a whole request body on dual-write and async
     /// routes, in milliseconds; a slower client gets 408.
     #[serde(default = "default_body_read_timeout_ms")]
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             retry_after_secs: default_retry_after_secs(),
             watch_config: default_true(),
             max_in_flight: default_max_in_flight(),
+            trust_forwarded_headers: false,
             body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }

@@ -161,6 +161,12 @@ impl Config {
                 ),
             ));
         }
+        if route.path == "/operations" || route.path.starts_with("/operations/") {
+            problems.push(Problem::route(
+                name,
+                "paths under /operations/ are reserved for the gateway's operation status",
+            ));
+        }
         if !route.path.starts_with('/') {
             problems.push(Problem::route(
                 name,

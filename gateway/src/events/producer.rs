@@ -49,10 +49,10 @@ impl PublishError {
             }
             Some(RDKafkaErrorCode::UnknownTopicOrPartition)
             | Some(RDKafkaErrorCode::UnknownTopic)
-            | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
             | Some(RDKafkaErrorCode::InvalidTopic) => PublishError::UnknownTopic,
             Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::ClusterAuthorizationFailed,

@@ -79,10 +79,7 @@ impl Spool {
         Ok(Self {
             dir: dir.to_path_buf(),
             max_events,
-            index: Mutex::new(Index {
-                files,
-                pending: 0,
-            }),
+            index: Mutex::new(Index { files, pending: 0 }),
             next_seq: AtomicU64::new(next),
             wake: Notify::new(),
         })
@@ -91,7 +88,9 @@ impl Spool {
     fn index(&self) -> MutexGuard<'_, Index> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single inserts/removes), so a poisoned lock is still usable.
-        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Events waiting to be re-published.
@@ -166,7 +165,10 @@ impl Spool {
                     // Never delete what cannot be read: park it for a human.
                     tracing::error!(file = %path.display(), error = %e, "unreadable spool file, moved aside");
                     self.set_aside(seq, path, "corrupt").await;
-                    metrics.events_lost.with_label_values(&["spool_corrupt"]).inc();
+                    metrics
+                        .events_lost
+                        .with_label_values(&["spool_corrupt"])
+                        .inc();
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! The legacy service is not called.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -9,13 +10,13 @@ use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{check_declared_length, encode_event, event_context, read_body};
-use crate::events::PublishError;
+use crate::events::{OutgoingEvent, PublishError};
 use crate::problem::GatewayError;
 use crate::routing::{Limits, Route};
 use crate::state::{Accepted, IdempotentEntry, Shared};
 
 pub(super) async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     route: &Route,
     params: &[(String, String)],
     limits: Limits,
@@ -26,26 +27,47 @@ pub(super) async fn serve(
     let bytes = read_body(body, limits).await?;
     let ctx = event_context(&parts.headers);
     let event = encode_event(route, params, &bytes, &ctx)?;
-
-    let Some(idem_key) = ctx.idempotency_key.clone() else {
-        let accepted = publish(shared, &event)
-            .await
-            .map_err(|source| publish_error(&event.topic, source))?;
-        return Ok(accepted_response(&accepted));
-    };
-
-    let body_hash = {
+    let fingerprint = ctx.idempotency_key.clone().map(|key| {
+        // The same key on another resource of the route is another request.
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        parts.method.hash(&mut h);
+        parts.uri.path().hash(&mut h);
+        parts.uri.query().hash(&mut h);
         bytes.hash(&mut h);
-        h.finish()
+        (key, h.finish())
+    });
+
+    // Publication runs in its own task: once the event is handed to the
+    // producer, a caller who disconnects cannot cancel the bookkeeping (the
+    // idempotency entry, the operation id) that makes a retry safe.
+    let task_shared = Arc::clone(shared);
+    let route_name = route.name.clone();
+    let accepted = shared
+        .tasks
+        .spawn(async move { accept(&task_shared, &route_name, &event, fingerprint).await })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("publish task failed: {e}")))??;
+    Ok(accepted_response(&accepted))
+}
+
+async fn accept(
+    shared: &Shared,
+    route: &str,
+    event: &OutgoingEvent,
+    fingerprint: Option<(String, u64)>,
+) -> Result<Accepted, GatewayError> {
+    let Some((idem_key, body_hash)) = fingerprint else {
+        return publish(shared, event)
+            .await
+            .map_err(|source| publish_error(&event.topic, source));
     };
     // Concurrent requests with the same key wait on one publication; a
     // failed publication is not remembered, so a retry publishes again.
     let entry = shared
         .idempotency
-        .entry((route.name.clone(), idem_key.clone()))
+        .entry((route.to_string(), idem_key.clone()))
         .or_try_insert_with(async {
-            publish(shared, &event)
+            publish(shared, event)
                 .await
                 .map(|accepted| IdempotentEntry {
                     body_hash,
@@ -62,10 +84,10 @@ pub(super) async fn serve(
         shared
             .metrics
             .idempotent_replays
-            .with_label_values(&[&route.name])
+            .with_label_values(&[route])
             .inc();
     }
-    Ok(accepted_response(&remembered.accepted))
+    Ok(remembered.accepted.clone())
 }
 
 fn publish_error(topic: &str, source: PublishError) -> GatewayError {

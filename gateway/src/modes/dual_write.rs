@@ -2,6 +2,7 @@
 //! is published too, or spooled durably when Kafka cannot take it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -13,9 +14,10 @@ use crate::events::OutgoingEvent;
 use crate::problem::GatewayError;
 use crate::routing::{Limits, Route};
 use crate::state::Shared;
+use crate::upstream::Forwarding;
 
 pub(super) async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     route: &Route,
     params: &[(String, String)],
     limits: Limits,
@@ -34,13 +36,31 @@ pub(super) async fn serve(
     let request = Request::from_parts(parts, Body::from(bytes));
     let response = route
         .upstream
-        .call(&shared.http, &shared.metrics, request, client_addr)
+        .call(
+            &shared.http,
+            &shared.metrics,
+            request,
+            Forwarding {
+                client_addr,
+                trust_incoming: limits.trust_forwarded_headers,
+            },
+        )
         .await?;
     if !response.status().is_success() {
         return Ok(response);
     }
     match event {
-        Ok(event) => publish_or_spool(shared, event).await,
+        Ok(event) => {
+            // In its own task: the legacy write is committed, so a caller who
+            // disconnects now must not cancel the publish or the spool write.
+            let task_shared = Arc::clone(shared);
+            let task = shared
+                .tasks
+                .spawn(async move { publish_or_spool(&task_shared, event).await });
+            if let Err(e) = task.await {
+                tracing::error!(route = %route.name, error = %e, "publish task failed");
+            }
+        }
         Err(e) => {
             shared
                 .metrics

@@ -48,6 +48,15 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
     }
 
     let path = request.uri().path().to_string();
+    if !is_safe_path(&path) {
+        return finish(
+            &shared,
+            "",
+            "none",
+            Err(GatewayError::UnsafePath { path }),
+            retry_after,
+        );
+    }
     let Some(Matched { route, params }) = table.lookup(request.method(), &path) else {
         if let Some(fallback) = &table.fallback {
             let result =
@@ -127,6 +136,20 @@ async fn operation_status(shared: &Shared, id: &str, retry_after: u32) -> Respon
         }
         .into_problem(None, retry_after),
     }
+}
+
+/// Refuses paths a legacy service might normalise into a path no route
+/// exposes: `.`/`..` segments (also percent-encoded) and encoded `/` or `\`.
+fn is_safe_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        let dots = lower.replace("%2e", ".");
+        dots != "."
+            && dots != ".."
+            && !lower.contains("%2f")
+            && !lower.contains("%5c")
+            && !segment.contains('\\')
+    })
 }
 
 /// Reads a whole body, refusing more than the size limit or a body that

@@ -10,6 +10,7 @@ use super::check_declared_length;
 use crate::problem::GatewayError;
 use crate::routing::Limits;
 use crate::state::Shared;
+use crate::upstream::Forwarding;
 use crate::upstream::Upstream;
 
 /// Forwards the request with its body streamed under the size limit.
@@ -25,7 +26,15 @@ pub(super) async fn forward(
     let limited = Body::new(http_body_util::Limited::new(body, limits.max_body_bytes));
     let request = Request::from_parts(parts, limited);
     upstream
-        .call(&shared.http, &shared.metrics, request, client_addr)
+        .call(
+            &shared.http,
+            &shared.metrics,
+            request,
+            Forwarding {
+                client_addr,
+                trust_incoming: limits.trust_forwarded_headers,
+            },
+        )
         .await
         .map_err(|e| match e {
             GatewayError::BodyTooLarge { .. } => GatewayError::BodyTooLarge {

@@ -158,6 +158,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             max_body_bytes: config.server.max_body_bytes,
             retry_after_secs: config.server.retry_after_secs,
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
+            trust_forwarded_headers: config.server.trust_forwarded_headers,
         },
     })
 }

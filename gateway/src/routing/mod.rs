@@ -72,6 +72,8 @@ pub struct Limits {
     pub retry_after_secs: u32,
     /// `server.body_read_timeout_ms`
     pub body_read_timeout: std::time::Duration,
+    /// `server.trust_forwarded_headers`
+    pub trust_forwarded_headers: bool,
 }
 
 /// An immutable, fully validated route table.

@@ -26,7 +26,9 @@ pub fn client() -> HttpClient {
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.enforce_http(true);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below common legacy keep-alive settings, so the pool rarely hands
+        // out a connection the server is about to close.
+        .pool_idle_timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)
         .build(connector)
 }
@@ -67,22 +69,24 @@ impl Upstream {
     }
 
     /// Sends the request and returns the legacy response with its body still
-    /// streaming. `client_addr` feeds X-Forwarded-For.
+    /// streaming.
     pub async fn call(
         &self,
         client: &HttpClient,
         metrics: &Metrics,
         mut request: Request<Body>,
-        client_addr: Option<SocketAddr>,
+        forwarding: Forwarding,
     ) -> Result<Response<Body>, GatewayError> {
         let path_and_query = request
             .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        // HTTP/2 clients send :authority instead of Host.
+        let authority = request.uri().authority().map(|a| a.as_str().to_string());
         *request.uri_mut() = self.target(&path_and_query)?;
         *request.version_mut() = Version::HTTP_11;
-        prepare_request_headers(request.headers_mut(), client_addr);
+        prepare_request_headers(request.headers_mut(), authority.as_deref(), forwarding);
 
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, client.request(request)).await;
@@ -110,6 +114,10 @@ impl Upstream {
             return GatewayError::BodyTooLarge { limit: 0 };
         }
         let detail = error_chain(e);
+        if client_body_failed(e) {
+            // The caller's upload broke, not the legacy service.
+            return GatewayError::BodyRead(detail);
+        }
         if e.is_connect() {
             GatewayError::UpstreamConnect {
                 upstream: self.name.clone(),
@@ -146,6 +154,19 @@ fn body_limit_exceeded(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Headers that describe one connection and must not be forwarded
 /// (RFC 9110 §7.6.1, plus the legacy proxy ones).
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -174,24 +195,60 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Who is calling, for the X-Forwarded-* headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    /// The peer address of the client connection.
+    pub client_addr: Option<SocketAddr>,
+    /// Keep (and extend) X-Forwarded-* the client sent: only when a trusted
+    /// proxy sits in front of the gateway (`server.trust_forwarded_headers`).
+    pub trust_incoming: bool,
+}
+
+const XFF: &str = "x-forwarded-for";
+const XFH: &str = "x-forwarded-host";
+const XFP: &str = "x-forwarded-proto";
+
 /// Hop-by-hop removal plus X-Forwarded-For/-Proto/-Host; the upstream gets
-/// its own Host.
-pub fn prepare_request_headers(headers: &mut HeaderMap, client_addr: Option<SocketAddr>) {
+/// its own Host. Untrusted forwarding headers are replaced, not appended to.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    authority: Option<&str>,
+    forwarding: Forwarding,
+) {
     strip_hop_by_hop(headers);
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert("x-forwarded-host", host);
-    }
-    if let Some(addr) = client_addr {
-        let ip = addr.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", v);
+    if !forwarding.trust_incoming {
+        for name in [XFF, XFH, XFP, "forwarded"] {
+            headers.remove(name);
         }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+    if let Some(host) = host {
+        if !headers.contains_key(XFH) {
+            headers.insert(XFH, host);
+        }
+    }
+    if let Some(addr) = forwarding.client_addr {
+        let ip = addr.ip().to_string();
+        let prior: Vec<&str> = headers
+            .get_all(XFF)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let value = if prior.is_empty() {
+            ip
+        } else {
+            format!("{}, {ip}", prior.join(", "))
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(XFF, v);
+        }
+    }
+    if !headers.contains_key(XFP) {
+        headers.insert(XFP, HeaderValue::from_static("http"));
+    }
 }
 
 #[cfg(test)]
@@ -215,16 +272,49 @@ mod tests {
         assert_eq!(left, vec!["x-end-to-end"]);
     }
 
-    #[test]
-    fn forwarded_headers_are_set_and_appended() {
+    fn client(trust_incoming: bool) -> Forwarding {
+        Forwarding {
+            client_addr: Some(SocketAddr::from(([192, 0, 2, 7], 5555))),
+            trust_incoming,
+        }
+    }
+
+    fn spoofed() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        prepare_request_headers(&mut h, Some(SocketAddr::from(([192, 0, 2, 7], 5555))));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        h.append(XFF, HeaderValue::from_static("10.0.0.1"));
+        h.append(XFF, HeaderValue::from_static("10.0.0.2"));
+        h.insert(XFH, HeaderValue::from_static("evil.example"));
+        h.insert(XFP, HeaderValue::from_static("https"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        h
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = spoofed();
+        prepare_request_headers(&mut h, None, client(false));
+        assert_eq!(h[XFF], "192.0.2.7");
+        assert_eq!(h[XFH], "shop.example");
+        assert_eq!(h[XFP], "http");
+        assert!(h.get("forwarded").is_none());
         assert!(h.get(header::HOST).is_none());
+    }
+
+    #[test]
+    fn trusted_forwarding_headers_are_kept_and_extended() {
+        let mut h = spoofed();
+        prepare_request_headers(&mut h, None, client(true));
+        assert_eq!(h[XFF], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(h[XFH], "evil.example");
+        assert_eq!(h[XFP], "https");
+    }
+
+    #[test]
+    fn http2_authority_becomes_the_forwarded_host() {
+        let mut h = HeaderMap::new();
+        prepare_request_headers(&mut h, Some("shop.example:8443"), client(false));
+        assert_eq!(h[XFH], "shop.example:8443");
     }
 
     #[test]

@@ -37,7 +37,10 @@ async fn spooled_events_survive_reopen_byte_for_byte_in_arrival_order() {
     std::fs::write(dir.path().join("00000000000000000009-x.tmp"), b"half").expect("tmp");
     let spool = Spool::open(dir.path(), 10).expect("reopen");
     assert_eq!(spool.depth(), 2);
-    assert!(files(dir.path(), "tmp").is_empty(), "crash leftovers are removed");
+    assert!(
+        files(dir.path(), "tmp").is_empty(),
+        "crash leftovers are removed"
+    );
     let on_disk = files(dir.path(), EXT);
     assert_eq!(read_event(&on_disk[0]).expect("read"), a);
     assert_eq!(read_event(&on_disk[1]).expect("read"), b);
@@ -51,7 +54,10 @@ async fn full_spool_refuses_loudly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), 1).expect("open");
     spool.put(&event("k", 1)).await.expect("first fits");
-    assert!(matches!(spool.put(&event("k", 2)).await, Err(SpoolError::Full(1))));
+    assert!(matches!(
+        spool.put(&event("k", 2)).await,
+        Err(SpoolError::Full(1))
+    ));
     assert_eq!(spool.depth(), 1);
 }
 
@@ -60,9 +66,16 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), 100).expect("open");
     for n in 0..5 {
-        spool.put(&event(if n % 2 == 0 { "even" } else { "odd" }, n)).await.expect("put");
+        spool
+            .put(&event(if n % 2 == 0 { "even" } else { "odd" }, n))
+            .await
+            .expect("put");
     }
-    std::fs::write(dir.path().join("00000000000000000099-bad.event"), b"garbage").expect("write");
+    std::fs::write(
+        dir.path().join("00000000000000000099-bad.event"),
+        b"garbage",
+    )
+    .expect("write");
     let spool = Spool::open(dir.path(), 100).expect("reopen");
     assert_eq!(spool.depth(), 6);
 
@@ -80,8 +93,17 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
     assert_eq!(spool.depth(), 0);
     assert!(files(dir.path(), EXT).is_empty());
     assert_eq!(files(dir.path(), "corrupt").len(), 1);
-    assert_eq!(metrics.events_republished.with_label_values(&["r"]).get(), 5);
-    assert_eq!(metrics.events_lost.with_label_values(&["spool_corrupt"]).get(), 1);
+    assert_eq!(
+        metrics.events_republished.with_label_values(&["r"]).get(),
+        5
+    );
+    assert_eq!(
+        metrics
+            .events_lost
+            .with_label_values(&["spool_corrupt"])
+            .get(),
+        1
+    );
 
     // Per key, Kafka holds the events in the order they were spooled.
     let mut by_key: HashMap<String, Vec<u8>> = HashMap::new();
