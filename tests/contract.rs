@@ -704,11 +704,12 @@ async fn past_max_in_flight_requests_are_shed_with_503_and_retry_after() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
         .mount(&legacy)
         .await;
-    let config = shop(&legacy.uri()).replace(
-        "max_body_bytes = 4096",
-        "max_body_bytes = 4096\nmax_in_flight = 1\nretry_after_secs = 2",
-    )
-    .replace("timeout_ms = 500", "timeout_ms = 10000");
+    let config = shop(&legacy.uri())
+        .replace(
+            "max_body_bytes = 4096",
+            "max_body_bytes = 4096\nmax_in_flight = 1\nretry_after_secs = 2",
+        )
+        .replace("timeout_ms = 500", "timeout_ms = 10000");
     let gw = TestGateway::start(&config).await.expect("gateway starts");
     let first = tokio::spawn({
         let (http, url) = (gw.http.clone(), format!("{}/orders/1", gw.base));
@@ -779,4 +780,35 @@ async fn concurrent_requests_with_one_idempotency_key_publish_once() {
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:#?}");
     assert_eq!(count(&gw, "orders.order-created").await, 1);
+}
+
+#[tokio::test]
+async fn check_reads_the_registry_but_never_registers() {
+    let legacy = MockServer::start().await;
+    let registry = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/subjects/orders.order-created-value"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 9, "version": 1})))
+        .mount(&registry)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/subjects/users.user-registered-value"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error_code": 40401})))
+        .mount(&registry)
+        .await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(".*/versions$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 1})))
+        .expect(0)
+        .mount(&registry)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.toml");
+    let config = shop(&legacy.uri()).replace(
+        "\n[spool]",
+        &format!("registry = \"{}\"\n\n[spool]", registry.uri()),
+    );
+    std::fs::write(&file, config).expect("write");
+    let routes = gateway::server::check(&file).await.expect("valid");
+    assert_eq!(routes, 4);
 }

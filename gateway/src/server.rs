@@ -52,10 +52,10 @@ pub enum StartError {
 }
 
 /// Validates a config file and its schemas without starting anything
-/// (`gateway check`). A registry, if configured, is contacted.
+/// (`gateway check`). A registry, if configured, is only read from.
 pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
     let loaded = LoadedConfig::read(path).map_err(|e| vec![Problem::global(e.to_string())])?;
-    let ids = SchemaIds::from_config(&loaded, &upstream::client());
+    let ids = SchemaIds::lookup_only(&loaded, &upstream::client());
     routing::build(&loaded, &ids)
         .await
         .map(|t| t.routes().len())

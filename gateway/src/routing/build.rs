@@ -29,6 +29,8 @@ pub struct Registry {
     client: HttpClient,
     /// (subject, canonical schema) → id.
     cache: Mutex<HashMap<(String, String), u32>>,
+    /// Register new schemas (serving), or only look them up (`gateway check`).
+    register: bool,
 }
 
 impl SchemaIds {
@@ -41,7 +43,20 @@ impl SchemaIds {
                 timeout: Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
                 client: client.clone(),
                 cache: Mutex::new(HashMap::new()),
+                register: true,
             })),
+        }
+    }
+
+    /// Like [`SchemaIds::from_config`], but never writes to the registry: a
+    /// schema it does not know yet gets id 0 (it is registered on `serve`).
+    pub fn lookup_only(loaded: &LoadedConfig, client: &HttpClient) -> Self {
+        match Self::from_config(loaded, client) {
+            SchemaIds::Registry(mut r) => {
+                r.register = false;
+                SchemaIds::Registry(r)
+            }
+            local => local,
         }
     }
 
@@ -54,14 +69,20 @@ impl SchemaIds {
                     timeout,
                     client,
                     cache,
+                    register,
                 } = registry.as_ref();
                 let subject = format!("{topic}-value");
                 let key = (subject.clone(), schema.canonical.clone());
                 if let Some(id) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
                     return Ok(id);
                 }
-                let id =
-                    registry::register(client, url, &subject, &schema.canonical, *timeout).await?;
+                let id = if *register {
+                    registry::register(client, url, &subject, &schema.canonical, *timeout).await?
+                } else {
+                    registry::lookup(client, url, &subject, &schema.canonical, *timeout)
+                        .await?
+                        .unwrap_or(0)
+                };
                 if let Ok(mut c) = cache.lock() {
                     c.insert(key, id);
                 }
@@ -95,7 +116,6 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
     let mut paths = matchit::Router::new();
     let mut methods: Vec<HashMap<Method, usize>> = Vec::new();
     let mut path_index: HashMap<String, usize> = HashMap::new();
-    let mut schema_ids = BTreeMap::new();
 
     for rc in &config.routes {
         let Some(upstream) = upstreams.get(&rc.upstream).cloned() else {
@@ -104,7 +124,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
         let Ok(method) = Method::from_bytes(rc.method.as_bytes()) else {
             continue;
         };
-        let event = event_spec(rc, loaded, &catalog, ids, &mut schema_ids, &mut problems).await;
+        let event = event_spec(rc, loaded, &catalog, &mut problems);
 
         let index = routes.len();
         let slot = match path_index.get(&rc.path) {
@@ -122,7 +142,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             },
         };
         if let Some(prev) = methods[slot].insert(method.clone(), index) {
-            let prev: &Arc<Route> = &routes[prev];
+            let prev: &Route = &routes[prev];
             problems.push(Problem::route(
                 &rc.name,
                 format!(
@@ -131,19 +151,24 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                 ),
             ));
         }
-        routes.push(Arc::new(Route {
+        routes.push(Route {
             name: rc.name.clone(),
             method,
             path: rc.path.clone(),
             mode: rc.mode,
             upstream,
             event,
-        }));
+        });
     }
 
     if !problems.is_empty() {
         return Err(problems);
     }
+    let schema_ids = resolve_ids(&mut routes, ids, &mut problems).await;
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let routes = routes.into_iter().map(Arc::new).collect();
     let fallback = config
         .fallback
         .as_ref()
@@ -166,12 +191,10 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
 /// Resolves a route's event: schema and key are checked for every route that
 /// names them; only publishing routes get a schema id (and so a registry
 /// subject), so a passthrough route's subject appears when it is flipped.
-async fn event_spec(
+fn event_spec(
     rc: &RouteConfig,
     loaded: &LoadedConfig,
     catalog: &Catalog,
-    ids: &SchemaIds,
-    schema_ids: &mut BTreeMap<u32, Arc<EventSchema>>,
     problems: &mut Vec<Problem>,
 ) -> Option<EventSpec> {
     let (Some(topic), Some(schema_name), Some(key)) = (&rc.topic, &rc.schema, &rc.key) else {
@@ -195,31 +218,49 @@ async fn event_spec(
     if !rc.mode.publishes() {
         return None;
     }
-    let id = match ids.id_for(topic, schema).await {
-        Ok(id) => id,
-        Err(e) => {
-            problems.push(Problem::route(&rc.name, format!("schema registry: {e}")));
-            return None;
-        }
-    };
-    if let Some(other) = schema_ids.get(&id) {
-        if other.canonical != schema.canonical {
-            problems.push(Problem::route(
-                &rc.name,
-                format!(
-                    "schema id {id} of {schema_name} collides with {}",
-                    other.full_name
-                ),
-            ));
-        }
-    }
-    schema_ids.insert(id, schema.clone());
     Some(EventSpec {
         topic: topic.clone(),
         schema: schema.clone(),
-        schema_id: id,
+        // Resolved once the whole table is valid (see `resolve_ids`).
+        schema_id: 0,
         key: key_source(key),
     })
+}
+
+/// Gives every publishing route its schema id. Runs only on a table with no
+/// other problem, so a refused file never registers anything.
+async fn resolve_ids(
+    routes: &mut [Route],
+    ids: &SchemaIds,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<u32, Arc<EventSchema>> {
+    let mut schema_ids: BTreeMap<u32, Arc<EventSchema>> = BTreeMap::new();
+    for route in routes {
+        let Some(spec) = route.event.as_mut() else {
+            continue;
+        };
+        match ids.id_for(&spec.topic, &spec.schema).await {
+            Ok(id) => {
+                if let Some(other) = schema_ids.get(&id) {
+                    if id != 0 && other.canonical != spec.schema.canonical {
+                        problems.push(Problem::route(
+                            &route.name,
+                            format!(
+                                "schema id {id} of {} collides with {}",
+                                spec.schema.full_name, other.full_name
+                            ),
+                        ));
+                    }
+                }
+                spec.schema_id = id;
+                if id != 0 {
+                    schema_ids.insert(id, spec.schema.clone());
+                }
+            }
+            Err(e) => problems.push(Problem::route(&route.name, format!("schema registry: {e}"))),
+        }
+    }
+    schema_ids
 }
 
 fn key_source(key: &str) -> KeySource {
