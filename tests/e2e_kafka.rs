@@ -427,6 +427,10 @@ async fn a_topic_that_cannot_be_created_answers_503_naming_the_topic() {
     assert!(r.headers().contains_key("retry-after"));
     let problem: Value = r.json().await.expect("problem");
     assert_eq!(problem["topic"], colliding.as_str());
+    assert_eq!(
+        problem["type"], "urn:gateway:problem:unknown_topic",
+        "{problem}"
+    );
     assert!(
         problem["detail"]
             .as_str()

@@ -63,6 +63,14 @@ pub enum GatewayError {
         /// The raw path.
         path: String,
     },
+    /// A request header the gateway interprets is unusable.
+    #[error("header {name}: {reason}")]
+    InvalidHeader {
+        /// Header name.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The body is larger than `server.max_body_bytes`.
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge {
@@ -152,7 +160,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyRead(_)
             | GatewayError::MalformedJson(_)
-            | GatewayError::UnsafePath { .. } => StatusCode::BAD_REQUEST,
+            | GatewayError::UnsafePath { .. }
+            | GatewayError::InvalidHeader { .. } => StatusCode::BAD_REQUEST,
             GatewayError::SchemaViolation { .. } | GatewayError::MissingKey { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -178,6 +187,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute { .. }
             | GatewayError::UnsafePath { .. }
+            | GatewayError::InvalidHeader { .. }
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::BodyRead(_)
             | GatewayError::MalformedJson(_)
@@ -210,6 +220,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute { .. } => "no_route",
             GatewayError::UnsafePath { .. } => "unsafe_path",
+            GatewayError::InvalidHeader { .. } => "invalid_header",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BodyRead(_) => "body_read",
             GatewayError::MalformedJson(_) => "malformed_json",

@@ -131,7 +131,7 @@ impl Publisher {
         // librdkafka fails the message itself at message.timeout.ms; the extra
         // margin only guards against a lost delivery report.
         let guard = Duration::from_millis(self.timeout_ms.saturating_add(2_000));
-        match tokio::time::timeout(guard, delivery).await {
+        let result = match tokio::time::timeout(guard, delivery).await {
             Ok(Ok(Ok(d))) => Ok(Delivered {
                 partition: d.partition,
                 offset: d.offset,
@@ -139,6 +139,32 @@ impl Publisher {
             Ok(Ok(Err((e, _)))) => Err(PublishError::from_kafka(&e, self.timeout_ms)),
             Ok(Err(_canceled)) => Err(PublishError::Other("producer shut down".into())),
             Err(_) => Err(PublishError::Timeout(self.timeout_ms)),
+        };
+        match result {
+            Err(PublishError::Timeout(ms)) => Err(self.explain_timeout(&event.topic, ms).await),
+            other => other,
+        }
+    }
+
+    /// librdkafka reports a topic that cannot be auto-created as a plain
+    /// timeout; a reachable cluster that still has no such topic says why.
+    async fn explain_timeout(&self, topic: &str, timeout_ms: u64) -> PublishError {
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        let missing = tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                .ok()?;
+            let t = md.topics().iter().find(|t| t.name() == topic);
+            Some(t.is_none_or(|t| t.error().is_some() || t.partitions().is_empty()))
+        })
+        .await
+        .ok()
+        .flatten();
+        match missing {
+            Some(true) => PublishError::UnknownTopic,
+            _ => PublishError::Timeout(timeout_ms),
         }
     }
 

@@ -25,7 +25,7 @@ pub(super) async fn serve(
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, limits).await?;
-    let ctx = event_context(&parts.headers);
+    let ctx = event_context(&parts.headers)?;
     let event = encode_event(route, params, &bytes, &ctx)?;
     let fingerprint = ctx.idempotency_key.clone().map(|key| {
         // The same key on another resource of the route is another request.

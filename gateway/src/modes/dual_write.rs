@@ -28,7 +28,13 @@ pub(super) async fn serve(
     let (parts, body) = request.into_parts();
     // Buffered (bounded): the same bytes go to the legacy service and the event.
     let bytes = read_body(body, limits).await?;
-    let ctx = event_context(&parts.headers);
+    // The legacy service decides what an unusual Idempotency-Key means; the
+    // event simply goes without it.
+    let ctx = event_context(&parts.headers).unwrap_or_else(|_| {
+        let mut headers = parts.headers.clone();
+        headers.remove("idempotency-key");
+        event_context(&headers).unwrap_or_default()
+    });
     // Encoded before the call, published only after a 2xx. The legacy service
     // stays the source of truth: a body it accepts is never refused here.
     let event = encode_event(route, params, &bytes, &ctx);

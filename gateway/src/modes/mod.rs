@@ -239,16 +239,95 @@ fn scalar_to_key(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Request facts copied into the event headers.
-pub(crate) fn event_context(headers: &http::HeaderMap) -> EventContext {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+/// Longest `Idempotency-Key` accepted (it is kept in memory and copied
+/// into every event's headers).
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Request facts copied into the event headers. A malformed `traceparent`
+/// is dropped, as W3C Trace Context asks; an unusable `Idempotency-Key` is
+/// refused, since silently ignoring it would let a retry publish twice.
+pub(crate) fn event_context(headers: &http::HeaderMap) -> Result<EventContext, GatewayError> {
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().map(str::to_string));
+    let idempotency_key = match get("idempotency-key") {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Some(k),
+        Some(_) => {
+            return Err(GatewayError::InvalidHeader {
+                name: "Idempotency-Key",
+                reason: "must be 1 to 255 visible ASCII characters",
+            })
+        }
     };
-    EventContext {
-        traceparent: get("traceparent"),
-        idempotency_key: get("idempotency-key"),
+    let traceparent = get("traceparent")
+        .and_then(Result::ok)
+        .filter(|t| is_traceparent(t));
+    Ok(EventContext {
+        traceparent,
+        idempotency_key,
+    })
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex (W3C Trace Context).
+fn is_traceparent(value: &str) -> bool {
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let not_zero = |s: &str| s.bytes().any(|b| b != b'0');
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && not_zero(parts[1])
+        && hex(parts[2], 16)
+        && not_zero(parts[2])
+        && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_validated_and_idempotency_keys_are_bounded() {
+        let mut h = http::HeaderMap::new();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert("traceparent", tp.parse().expect("value"));
+        h.insert("idempotency-key", "k-1".parse().expect("value"));
+        let ctx = event_context(&h).expect("valid");
+        assert_eq!(ctx.traceparent.as_deref(), Some(tp));
+        assert_eq!(ctx.idempotency_key.as_deref(), Some("k-1"));
+
+        h.insert(
+            "traceparent",
+            "00-XYZ-00f067aa0ba902b7-01".parse().expect("value"),
+        );
+        assert!(event_context(&h)
+            .expect("still valid")
+            .traceparent
+            .is_none());
+
+        h.insert("idempotency-key", "x".repeat(256).parse().expect("value"));
+        assert!(matches!(
+            event_context(&h),
+            Err(GatewayError::InvalidHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn unsafe_paths_are_recognised() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a%2fb",
+            "/a%5Cb",
+            "/..",
+        ] {
+            assert!(!is_safe_path(bad), "{bad}");
+        }
+        for good in ["/orders/1", "/files/a.b", "/v1.2/x", "/a/...b"] {
+            assert!(is_safe_path(good), "{good}");
+        }
     }
 }

@@ -270,22 +270,38 @@ fn key_source(key: &str) -> KeySource {
     }
 }
 
-/// A pointer key must name a field the schema has, so a valid body always
-/// yields a key.
+/// A pointer key must lead, through records, to a non-null scalar field, so
+/// that every body the schema accepts yields a key.
 fn check_key_in_schema(key: &str, schema: &EventSchema) -> Result<(), String> {
+    use apache_avro::Schema;
     if key.starts_with('{') {
         return Ok(());
     }
-    let first = key
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    match &schema.schema {
-        apache_avro::Schema::Record(r) if r.fields.iter().any(|f| f.name == first) => Ok(()),
-        _ => Err(format!(
-            "key {key:?} does not point at a field of {}",
-            schema.full_name
+    let mut current = &schema.schema;
+    for token in key.trim_start_matches('/').split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let field = match schema.resolve(current) {
+            Schema::Record(r) => r.fields.iter().find(|f| f.name == token),
+            _ => None,
+        };
+        let Some(field) = field else {
+            return Err(format!(
+                "key {key:?} does not point at a field of {}",
+                schema.full_name
+            ));
+        };
+        current = &field.schema;
+    }
+    match schema.resolve(current) {
+        Schema::String
+        | Schema::Int
+        | Schema::Long
+        | Schema::Boolean
+        | Schema::Enum(_)
+        | Schema::Uuid(_) => Ok(()),
+        other => Err(format!(
+            "key {key:?} points at a field of type {}; a key needs a non-null string, number, boolean, enum or uuid",
+            crate::schema::kind(other)
         )),
     }
 }

@@ -102,6 +102,26 @@ mode = "async"
 topic = "t"
 schema = "com.shop.OrderCreated"
 key = "/nope"
+
+[[routes]]
+name = "z"
+method = "POST"
+path = "/orders3"
+upstream = "orders"
+mode = "async"
+topic = "t"
+schema = "com.shop.OrderCreated"
+key = "/couponCode"
+
+[[routes]]
+name = "w"
+method = "POST"
+path = "/orders4"
+upstream = "orders"
+mode = "async"
+topic = "t"
+schema = "com.shop.OrderCreated"
+key = "/items"
 "#;
     let problems = table(routes).await.err().expect("invalid");
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -113,6 +133,16 @@ key = "/nope"
     assert!(
         text.iter()
             .any(|p| p.contains("route y: key \"/nope\" does not point at a field")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("route z: key \"/couponCode\" points at a field of type union")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("route w: key \"/items\" points at a field of type array")),
         "{text:#?}"
     );
 }

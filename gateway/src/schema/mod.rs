@@ -99,7 +99,8 @@ impl EventSchema {
             .map_err(|e| e.to_string())
     }
 
-    fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
+    /// Follows a named reference to its definition.
+    pub(crate) fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
         match schema {
             Schema::Ref { name } => self.named.get(name).unwrap_or(schema),
             other => other,
