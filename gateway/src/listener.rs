@@ -3,6 +3,7 @@
 //! stream limits, and a graceful drain on shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -14,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -28,13 +29,22 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 256;
 
+/// HTTP/2 connections are pinged at this interval and closed when a ping is
+/// not answered within the timeout.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` on `listener` until `stop` turns true, then stops
-/// accepting and waits for open connections to finish their requests.
+/// accepting and waits for open connections to finish their requests. At
+/// most `max_connections` are open at once; past that, new connections
+/// wait in the kernel's accept queue.
 pub fn serve(
     listener: TcpListener,
     router: Router,
     mut stop: watch::Receiver<bool>,
+    max_connections: usize,
 ) -> JoinHandle<()> {
+    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -47,9 +57,16 @@ pub fn serve(
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_H2_HEADER_LIST)
-            .max_concurrent_streams(MAX_H2_STREAMS);
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .keep_alive_interval(H2_KEEPALIVE)
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         let graceful = GracefulShutdown::new();
         loop {
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+            };
+            let Ok(slot) = slot else { break };
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -68,12 +85,19 @@ pub fn serve(
                             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                             req
                         });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let _slot = slot;
+                        // hyper-util's protocol detection waits for the first
+                        // bytes without a deadline; a silent client gets none.
+                        let mut first = [0u8; 1];
+                        if !matches!(tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+                            return;
+                        }
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                        if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });

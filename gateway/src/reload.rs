@@ -54,6 +54,7 @@ fn warn_restart_only_changes(running: &LoadedConfig, new: &LoadedConfig) {
     if a.server.listen != b.server.listen
         || a.server.admin != b.server.admin
         || a.server.max_in_flight != b.server.max_in_flight
+        || a.server.max_connections != b.server.max_connections
         || a.server.watch_config != b.server.watch_config
     {
         changed.push("server.listen/admin/max_in_flight/watch_config");

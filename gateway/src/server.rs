@@ -135,8 +135,12 @@ impl Gateway {
         let spool = Arc::new(spool);
         let metrics = Metrics::new();
         let retry_interval = Duration::from_millis(c.spool.retry_interval_ms);
-        let (listen, admin_listen, watch_config) =
-            (c.server.listen, c.server.admin, c.server.watch_config);
+        let (listen, admin_listen, watch_config, max_connections) = (
+            c.server.listen,
+            c.server.admin,
+            c.server.watch_config,
+            c.server.max_connections,
+        );
 
         let shared = Arc::new(Shared::new(
             loaded,
@@ -166,8 +170,8 @@ impl Gateway {
             .layer(CatchPanicLayer::custom(crate::problem::panic_response));
         let admin_router = admin::router(shared.clone());
         let servers = vec![
-            listener::serve(public, public_router, stop_rx.clone()),
-            listener::serve(admin, admin_router, stop_rx),
+            listener::serve(public, public_router, stop_rx.clone(), max_connections),
+            listener::serve(admin, admin_router, stop_rx, max_connections),
         ];
 
         let mut background = vec![tokio::spawn(spool.run(publisher, metrics, retry_interval))];

@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// `Retry-After` instead of queueing (restart to change).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most client connections open at once per listener; further ones wait
+    /// in the kernel's accept queue (restart to change).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Keep X-Forwarded-For/-Host/-Proto and Forwarded sent by the client
     /// (appending to X-Forwarded-For). Only for a gateway behind a trusted
     /// proxy or load balancer; otherwise they are replaced, since a client
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             watch_config: default_true(),
             max_in_flight: default_max_in_flight(),
             trust_forwarded_headers: false,
+            max_connections: default_max_connections(),
             body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }
@@ -300,6 +305,9 @@ fn default_true() -> bool {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_max_connections() -> usize {
+    20_000
 }
 fn default_body_read_timeout_ms() -> u64 {
     30_000

@@ -101,6 +101,9 @@ impl Config {
         if self.server.max_in_flight == 0 {
             problems.push(Problem::global("server.max_in_flight must be > 0"));
         }
+        if self.server.max_connections == 0 {
+            problems.push(Problem::global("server.max_connections must be > 0"));
+        }
         if self.server.body_read_timeout_ms == 0 {
             problems.push(Problem::global("server.body_read_timeout_ms must be > 0"));
         }
