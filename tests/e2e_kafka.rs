@@ -214,6 +214,11 @@ impl PrivateBroker {
             port,
             data: tempfile::tempdir().expect("tempdir"),
         };
+        // This test stops its broker, so it must be the one that started it.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} is already in use; set KAFKA_OUTAGE_PORT to a free port"
+        );
         broker.run("start");
         broker
     }
