@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use gateway_tests::{config_text, topic_count, wait_until, TestGateway};
+use gateway_tests::{config_text, forbid_calls, topic_count, wait_until, TestGateway};
 use serde_json::{json, Value};
-use wiremock::matchers::{any, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ORDER: &str = r#"{"orderId":"o-1","customerId":"c-1","items":[{"sku":"A","quantity":1,"unitPriceCents":100}],"totalCents":100}"#;
@@ -164,11 +164,7 @@ async fn dual_write_publishes_exactly_one_event_on_2xx_and_none_on_4xx_or_5xx() 
 #[tokio::test]
 async fn async_answers_202_with_location_and_never_calls_the_legacy_service() {
     let (legacy, gw) = setup().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
 
     let r = gw
         .http
@@ -211,11 +207,7 @@ async fn async_answers_202_with_location_and_never_calls_the_legacy_service() {
 #[tokio::test]
 async fn invalid_bodies_are_refused_and_publish_nothing() {
     let (legacy, gw) = setup().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
 
     let malformed = gw
         .http
@@ -339,11 +331,7 @@ async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
 #[tokio::test]
 async fn unmatched_routes_get_404_and_the_gateway_is_not_an_open_proxy() {
     let (legacy, gw) = setup().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
     for (m, p) in [
         ("GET", "/admin"),
         ("DELETE", "/orders/1"),
@@ -364,11 +352,7 @@ async fn unmatched_routes_get_404_and_the_gateway_is_not_an_open_proxy() {
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_in_every_mode() {
     let (legacy, gw) = setup().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
     let big = "x".repeat(5000); // limit is 4096
     for (m, p) in [
         ("POST", "/orders"),
@@ -743,11 +727,7 @@ async fn past_max_in_flight_requests_are_shed_with_503_and_retry_after() {
 #[tokio::test]
 async fn dot_segments_and_encoded_separators_never_reach_the_legacy_service() {
     let (legacy, gw) = setup().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
     for p in [
         "/files/../admin/x",
         "/files/%2e%2E/admin",

@@ -8,9 +8,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gateway_tests::{config_text, read_topic, repo_root, unique_topic, wait_until, TestGateway};
+use gateway_tests::{
+    config_text, forbid_calls, read_topic, repo_root, unique_topic, wait_until, TestGateway,
+};
 use serde_json::Value;
-use wiremock::matchers::{any, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn bootstrap() -> String {
@@ -76,11 +78,7 @@ async fn async_event_reaches_the_real_broker_framed_keyed_and_with_cloudevents_h
     let bootstrap = bootstrap();
     require_broker(&bootstrap).await;
     let legacy = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&legacy)
-        .await;
+    forbid_calls(&legacy).await;
     let topic = unique_topic("e2e.orders");
     let gw = TestGateway::start(&config_text(
         &bootstrap,

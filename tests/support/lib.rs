@@ -183,26 +183,35 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
         .create()?)
 }
 
-/// Number of records in a topic (sum of high watermarks minus low); 0 if the
+/// Each partition of `topic` with its low and high watermark; empty if the
 /// topic does not exist.
+fn watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(Vec::new());
+    };
+    if t.error().is_some() {
+        return Ok(Vec::new());
+    }
+    t.partitions()
+        .iter()
+        .map(|p| {
+            let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            Ok((p.id(), lo, hi))
+        })
+        .collect()
+}
+
+/// Number of records in a topic; 0 if the topic does not exist.
 pub async fn topic_count(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
     let bootstrap = bootstrap.to_string();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap)?;
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(0);
-        };
-        if t.error().is_some() {
-            return Ok(0);
-        }
-        let mut total = 0;
-        for p in t.partitions() {
-            let (lo, hi) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
-            total += hi - lo;
-        }
-        Ok(total)
+        Ok(watermarks(&c, &topic)?
+            .iter()
+            .map(|(_, lo, hi)| hi - lo)
+            .sum())
     })
     .await?
 }
@@ -213,16 +222,14 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Reco
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let c = consumer(&bootstrap)?;
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(Vec::new());
-        };
         let mut tpl = TopicPartitionList::new();
         let mut expected = 0;
-        for p in t.partitions() {
-            let (lo, hi) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+        for (partition, lo, hi) in watermarks(&c, &topic)? {
             expected += hi - lo;
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+            tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
+        }
+        if expected == 0 {
+            return Ok(Vec::new());
         }
         c.assign(&tpl)?;
         let mut out = Vec::new();
@@ -263,6 +270,15 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Reco
         Ok(out)
     })
     .await?
+}
+
+/// Makes any call to `legacy` fail the test (checked when it is dropped).
+pub async fn forbid_calls(legacy: &wiremock::MockServer) {
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(500))
+        .expect(0)
+        .mount(legacy)
+        .await;
 }
 
 /// A unique topic name per test, so tests sharing one broker never see each

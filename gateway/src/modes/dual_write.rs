@@ -14,7 +14,6 @@ use crate::events::OutgoingEvent;
 use crate::problem::GatewayError;
 use crate::routing::{Limits, Route};
 use crate::state::Shared;
-use crate::upstream::Forwarding;
 
 pub(super) async fn serve(
     shared: &Arc<Shared>,
@@ -46,10 +45,7 @@ pub(super) async fn serve(
             &shared.http,
             &shared.metrics,
             request,
-            Forwarding {
-                client_addr,
-                trust_incoming: limits.trust_forwarded_headers,
-            },
+            limits.forwarding(client_addr),
         )
         .await?;
     if !response.status().is_success() {

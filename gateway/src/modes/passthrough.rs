@@ -10,7 +10,6 @@ use super::check_declared_length;
 use crate::problem::GatewayError;
 use crate::routing::Limits;
 use crate::state::Shared;
-use crate::upstream::Forwarding;
 use crate::upstream::Upstream;
 
 /// Forwards the request with its body streamed under the size limit.
@@ -30,10 +29,7 @@ pub(super) async fn forward(
             &shared.http,
             &shared.metrics,
             request,
-            Forwarding {
-                client_addr,
-                trust_incoming: limits.trust_forwarded_headers,
-            },
+            limits.forwarding(client_addr),
         )
         .await
         .map_err(|e| match e {

@@ -11,7 +11,7 @@ use http::Method;
 
 use crate::config::Mode;
 use crate::schema::EventSchema;
-use crate::upstream::Upstream;
+use crate::upstream::{Forwarding, Upstream};
 
 pub use build::{build, SchemaIds};
 
@@ -74,6 +74,16 @@ pub struct Limits {
     pub body_read_timeout: std::time::Duration,
     /// `server.trust_forwarded_headers`
     pub trust_forwarded_headers: bool,
+}
+
+impl Limits {
+    /// How this table treats a client's forwarding headers.
+    pub fn forwarding(&self, client_addr: Option<std::net::SocketAddr>) -> Forwarding {
+        Forwarding {
+            client_addr,
+            trust_incoming: self.trust_forwarded_headers,
+        }
+    }
 }
 
 /// An immutable, fully validated route table.
