@@ -1,6 +1,7 @@
 //! The Avro catalog: `.avsc` files parsed once per config load, and the
 //! encoders that turn a JSON body into a Confluent-framed Avro value.
 
+pub mod compat;
 mod json_to_avro;
 pub mod registry;
 
