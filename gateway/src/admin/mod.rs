@@ -54,6 +54,7 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                 "topic": r.event.as_ref().map(|e| e.topic.clone()),
                 "schema": r.event.as_ref().map(|e| e.schema.full_name.clone()),
                 "schema_id": r.event.as_ref().map(|e| e.schema_id),
+                "subject": r.event.as_ref().map(|e| e.subject.clone()),
             })
         })
         .collect();

@@ -138,6 +138,35 @@ pub struct SchemasConfig {
     /// Timeout for one Schema Registry call, in milliseconds.
     #[serde(default = "default_registry_timeout_ms")]
     pub registry_timeout_ms: u64,
+    /// How a route's registry subject is named: `topic` (`<topic>-value`,
+    /// the default), `record` (`<record full name>`) or `topic-record`
+    /// (`<topic>-<record full name>`).
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+}
+
+/// Confluent's subject name strategies.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectStrategy {
+    /// TopicNameStrategy: `<topic>-value`.
+    #[default]
+    Topic,
+    /// RecordNameStrategy: `<record full name>`.
+    Record,
+    /// TopicRecordNameStrategy: `<topic>-<record full name>`.
+    TopicRecord,
+}
+
+impl SubjectStrategy {
+    /// The subject for a topic's value schema.
+    pub fn subject(self, topic: &str, record: &str) -> String {
+        match self {
+            SubjectStrategy::Topic => format!("{topic}-value"),
+            SubjectStrategy::Record => record.to_string(),
+            SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
+        }
+    }
 }
 
 impl Default for SchemasConfig {
@@ -146,6 +175,7 @@ impl Default for SchemasConfig {
             dir: default_schemas_dir(),
             registry: None,
             registry_timeout_ms: default_registry_timeout_ms(),
+            subject_strategy: SubjectStrategy::default(),
         }
     }
 }
@@ -283,6 +313,9 @@ pub struct RouteConfig {
     pub topic: Option<String>,
     /// Full name of the Avro record in `schemas/` (dual-write and async).
     pub schema: Option<String>,
+    /// Pin a version of the record (`schemas/<name>/v<N>.avsc`); without it
+    /// the newest version is used.
+    pub schema_version: Option<u32>,
     /// Message key: a JSON pointer into the body (`/customerId`) or a path
     /// parameter (`{id}`) (dual-write and async).
     pub key: Option<String>,

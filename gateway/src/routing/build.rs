@@ -1,14 +1,16 @@
 //! Config + schema catalog → [`RouteTable`], collecting every problem.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
 use super::{EventSpec, KeySource, Limits, Route, RouteTable};
+use crate::config::SubjectStrategy;
 use crate::config::{LoadedConfig, Problem, RouteConfig};
-use crate::schema::{registry, Catalog, EventSchema};
+use crate::schema::registry::RegistryClient;
+use crate::schema::{Catalog, EventSchema};
 use crate::upstream::{HttpClient, Upstream};
 
 /// How schema ids are obtained.
@@ -21,14 +23,9 @@ pub enum SchemaIds {
 
 /// A Schema Registry and the ids it gave out.
 pub struct Registry {
-    /// Base URL.
-    url: String,
-    /// Per-call timeout.
-    timeout: Duration,
-    /// HTTP client.
-    client: HttpClient,
+    client: RegistryClient,
     /// (subject, canonical schema) → id.
-    cache: Mutex<HashMap<(String, String), u32>>,
+    cache: moka::future::Cache<(String, String), u32>,
     /// Register new schemas (serving), or only look them up (`gateway check`).
     register: bool,
 }
@@ -39,10 +36,12 @@ impl SchemaIds {
         match &loaded.config.schemas.registry {
             None => SchemaIds::Local,
             Some(url) => SchemaIds::Registry(Box::new(Registry {
-                url: url.clone(),
-                timeout: Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
-                client: client.clone(),
-                cache: Mutex::new(HashMap::new()),
+                client: RegistryClient::new(
+                    url,
+                    client.clone(),
+                    Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
+                ),
+                cache: moka::future::Cache::new(10_000),
                 register: true,
             })),
         }
@@ -60,35 +59,43 @@ impl SchemaIds {
         }
     }
 
-    async fn id_for(&self, topic: &str, schema: &EventSchema) -> Result<u32, String> {
-        match self {
-            SchemaIds::Local => Ok(schema.local_id()),
-            SchemaIds::Registry(registry) => {
-                let Registry {
-                    url,
-                    timeout,
-                    client,
-                    cache,
-                    register,
-                } = registry.as_ref();
-                let subject = format!("{topic}-value");
-                let key = (subject.clone(), schema.canonical.clone());
-                if let Some(id) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
-                    return Ok(id);
-                }
-                let id = if *register {
-                    registry::register(client, url, &subject, &schema.canonical, *timeout).await?
-                } else {
-                    registry::lookup(client, url, &subject, &schema.canonical, *timeout)
-                        .await?
-                        .unwrap_or(0)
-                };
-                if let Ok(mut c) = cache.lock() {
-                    c.insert(key, id);
-                }
-                Ok(id)
-            }
+    /// The id to publish `schema` with under `subject`. With a registry, a
+    /// schema the registry finds incompatible with the subject's latest
+    /// version is refused, never registered.
+    async fn id_for(&self, subject: &str, schema: &EventSchema) -> Result<u32, String> {
+        let registry = match self {
+            SchemaIds::Local => return Ok(schema.local_id()),
+            SchemaIds::Registry(r) => r,
+        };
+        let key = (subject.to_string(), schema.canonical.clone());
+        if let Some(id) = registry.cache.get(&key).await {
+            return Ok(id);
         }
+        let client = &registry.client;
+        let incompatible = client
+            .incompatibilities(subject, &schema.canonical)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !incompatible.is_empty() {
+            return Err(format!(
+                "{} is incompatible with the latest version under subject {subject}: {}",
+                schema.full_name,
+                incompatible.join("; ")
+            ));
+        }
+        let id = if registry.register {
+            client.register(subject, &schema.canonical).await
+        } else {
+            client
+                .lookup(subject, &schema.canonical)
+                .await
+                .map(|id| id.unwrap_or(0))
+        }
+        .map_err(|e| e.to_string())?;
+        if id != 0 {
+            registry.cache.insert(key, id).await;
+        }
+        Ok(id)
     }
 }
 
@@ -197,10 +204,26 @@ fn event_spec(
     catalog: &Catalog,
     problems: &mut Vec<Problem>,
 ) -> Option<EventSpec> {
+    let strategy: SubjectStrategy = loaded.config.schemas.subject_strategy;
     let (Some(topic), Some(schema_name), Some(key)) = (&rc.topic, &rc.schema, &rc.key) else {
         return None;
     };
-    let Some(schema) = catalog.get(schema_name) else {
+    let found = match rc.schema_version {
+        Some(v) => catalog.version(schema_name, v),
+        None => catalog.get(schema_name),
+    };
+    let Some(schema) = found else {
+        if let (Some(v), Some(history)) = (rc.schema_version, catalog.history(schema_name)) {
+            let known: Vec<String> = history.keys().map(|v| format!("v{v}")).collect();
+            problems.push(Problem::route(
+                &rc.name,
+                format!(
+                    "schema {schema_name} has no v{v} (it has {})",
+                    known.join(", ")
+                ),
+            ));
+            return None;
+        }
         let known: Vec<&str> = catalog.iter().map(|s| s.full_name.as_str()).collect();
         problems.push(Problem::route(
             &rc.name,
@@ -220,6 +243,7 @@ fn event_spec(
     }
     Some(EventSpec {
         topic: topic.clone(),
+        subject: strategy.subject(topic, &schema.full_name),
         schema: schema.clone(),
         // Resolved once the whole table is valid (see `resolve_ids`).
         schema_id: 0,
@@ -239,7 +263,7 @@ async fn resolve_ids(
         let Some(spec) = route.event.as_mut() else {
             continue;
         };
-        match ids.id_for(&spec.topic, &spec.schema).await {
+        match ids.id_for(&spec.subject, &spec.schema).await {
             Ok(id) => {
                 if let Some(other) = schema_ids.get(&id) {
                     if id != 0 && other.canonical != spec.schema.canonical {

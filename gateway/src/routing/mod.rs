@@ -29,6 +29,8 @@ pub enum KeySource {
 pub struct EventSpec {
     /// Destination topic.
     pub topic: String,
+    /// Schema Registry subject (per `schemas.subject_strategy`).
+    pub subject: String,
     /// Parsed schema (encoder).
     pub schema: Arc<EventSchema>,
     /// Id in the registry (or the local catalog) for the wire format.

@@ -109,14 +109,18 @@ impl EventSchema {
     }
 }
 
-/// Every schema under `schemas.dir`, by full name.
+/// Every version of every record under `schemas.dir`.
+///
+/// Layout: one directory per record, named by its full name, holding
+/// `v1.avsc`, `v2.avsc`, ...: `schemas/com.shop.OrderCreated/v2.avsc`.
+/// Versions are never edited once released; a change is a new file.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    schemas: BTreeMap<String, Arc<EventSchema>>,
+    records: BTreeMap<String, BTreeMap<u32, Arc<EventSchema>>>,
 }
 
 impl Catalog {
-    /// Loads every `.avsc` file in `dir`, reporting every problem found.
+    /// Loads every record's history from `dir`, reporting every problem.
     pub fn load(dir: &Path) -> Result<Self, Vec<Problem>> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![Problem::global(format!(
@@ -124,36 +128,18 @@ impl Catalog {
                 dir.display()
             ))]
         })?;
-        let mut files: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
-            .collect();
-        files.sort();
         let mut problems = Vec::new();
         let mut catalog = Catalog::default();
-        for path in files {
-            let file = path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{file}: {e}"))
-                .and_then(|text| EventSchema::parse(&text, &file));
-            match parsed {
-                Ok(schema) => {
-                    if let Some(prev) = catalog.schemas.get(&schema.full_name) {
-                        problems.push(Problem::global(format!(
-                            "{} is defined twice: {} and {}",
-                            schema.full_name, prev.file, schema.file
-                        )));
-                    } else {
-                        catalog
-                            .schemas
-                            .insert(schema.full_name.clone(), Arc::new(schema));
-                    }
-                }
-                Err(msg) => problems.push(Problem::global(msg)),
+        let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let name = file_name(&path);
+            if path.is_dir() {
+                catalog.load_record(&path, &name, &mut problems);
+            } else if path.extension().is_some_and(|x| x == "avsc") {
+                problems.push(Problem::global(format!(
+                    "{name}: schemas live in one directory per record with numbered versions; move it to <full.name>/v1.avsc"
+                )));
             }
         }
         if problems.is_empty() {
@@ -163,25 +149,92 @@ impl Catalog {
         }
     }
 
-    /// The schema with this full name.
+    fn load_record(&mut self, dir: &Path, record: &str, problems: &mut Vec<Problem>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            problems.push(Problem::global(format!("{record}: cannot read directory")));
+            return;
+        };
+        let mut versions = BTreeMap::new();
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "avsc") {
+                continue;
+            }
+            let file = format!("{record}/{}", file_name(&path));
+            let Some(version) = version_of(&path) else {
+                problems.push(Problem::global(format!("{file}: name must be v<N>.avsc")));
+                continue;
+            };
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{file}: {e}"))
+                .and_then(|text| EventSchema::parse(&text, &file));
+            match parsed {
+                Ok(schema) if schema.full_name != record => {
+                    problems.push(Problem::global(format!(
+                        "{file}: defines {}, but its directory says {record}",
+                        schema.full_name
+                    )))
+                }
+                Ok(schema) => {
+                    versions.insert(version, Arc::new(schema));
+                }
+                Err(msg) => problems.push(Problem::global(msg)),
+            }
+        }
+        if !versions.is_empty() {
+            self.records.insert(record.to_string(), versions);
+        }
+    }
+
+    /// The newest version of a record.
     pub fn get(&self, full_name: &str) -> Option<&Arc<EventSchema>> {
-        self.schemas.get(full_name)
+        self.records.get(full_name)?.values().next_back()
     }
 
-    /// All schemas, by full name.
+    /// One version of a record.
+    pub fn version(&self, full_name: &str, version: u32) -> Option<&Arc<EventSchema>> {
+        self.records.get(full_name)?.get(&version)
+    }
+
+    /// Every version of a record, oldest first.
+    pub fn history(&self, full_name: &str) -> Option<&BTreeMap<u32, Arc<EventSchema>>> {
+        self.records.get(full_name)
+    }
+
+    /// Record names.
+    pub fn records(&self) -> impl Iterator<Item = &str> {
+        self.records.keys().map(String::as_str)
+    }
+
+    /// The newest version of every record.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<EventSchema>> {
-        self.schemas.values()
+        self.records.values().filter_map(|v| v.values().next_back())
     }
 
-    /// Number of schemas.
+    /// Number of records.
     pub fn len(&self) -> usize {
-        self.schemas.len()
+        self.records.len()
     }
 
-    /// Whether the catalog is empty.
+    /// Whether there is no record.
     pub fn is_empty(&self) -> bool {
-        self.schemas.is_empty()
+        self.records.is_empty()
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `v12.avsc` → 12.
+pub fn version_of(path: &Path) -> Option<u32> {
+    path.file_stem()?
+        .to_str()?
+        .strip_prefix('v')?
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
 }
 
 /// Frames an Avro datum in the Confluent wire format: magic byte 0, the
