@@ -35,6 +35,11 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
         config: PathBuf,
     },
+    /// Schema governance: compatibility, history checks, diffs, registration.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
     /// Run sample legacy services, embedded Kafka and the gateway in one
     /// process, and print curl commands that show each mode.
     Demo {
@@ -47,6 +52,59 @@ enum Command {
         /// Do not print the events that reach Kafka (for load runs).
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Can data written with WRITER be read with READER? Exit 0 yes, 1 no
+    /// (each reason printed), 2 when a file is unreadable or not valid Avro.
+    Compat {
+        /// The reader's schema file.
+        #[arg(long)]
+        reader: PathBuf,
+        /// The writer's schema file.
+        #[arg(long)]
+        writer: PathBuf,
+    },
+    /// Check every record's newest version against its history at its
+    /// level (schemas/compatibility.toml); exit 1 on any incompatibility.
+    Check {
+        /// The routes file (for the schema directory and the registry).
+        #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Check every version added since this git revision, and that
+        /// versions released by then are unchanged.
+        #[arg(long)]
+        against: Option<String>,
+        /// Also check each route's schema against the registry's latest
+        /// version under its subject.
+        #[arg(long)]
+        registry: bool,
+    },
+    /// Show what changed between two versions of a record.
+    Diff {
+        /// Record full name, e.g. com.shop.OrderCreated.
+        subject: String,
+        /// The routes file (for the schema directory).
+        #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Older version (default: the one before `--to`).
+        #[arg(long)]
+        from: Option<u32>,
+        /// Newer version (default: the newest).
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Register each publishing route's schema with the registry; without
+    /// --apply only say what would be done.
+    Register {
+        /// The routes file.
+        #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Really register (and set each subject's compatibility level).
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -69,6 +127,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
             Command::Check { config } => check(config).await,
+            Command::Schemas { command } => schemas(command).await,
             Command::Demo {
                 config,
                 kafka,
@@ -83,6 +142,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn schemas(command: SchemasCommand) -> anyhow::Result<ExitCode> {
+    use gateway::schema::commands;
+    let outcome = match command {
+        SchemasCommand::Compat { reader, writer } => commands::compat(&reader, &writer),
+        SchemasCommand::Check {
+            config,
+            against,
+            registry,
+        } => {
+            let loaded = gateway::config::LoadedConfig::read(&config)?;
+            let mut outcome = commands::check(&loaded.schemas_dir(), against.as_deref());
+            if registry && outcome.code != 2 {
+                let client = registry_client(&loaded)?;
+                let remote = commands::check_registry(&loaded, &client).await;
+                outcome.code = outcome.code.max(remote.code);
+                outcome.lines.extend(remote.lines);
+            }
+            outcome
+        }
+        SchemasCommand::Diff {
+            subject,
+            config,
+            from,
+            to,
+        } => {
+            let loaded = gateway::config::LoadedConfig::read(&config)?;
+            commands::diff(&loaded.schemas_dir(), &subject, from, to)
+        }
+        SchemasCommand::Register { config, apply } => {
+            let loaded = gateway::config::LoadedConfig::read(&config)?;
+            let client = registry_client(&loaded)?;
+            commands::register(&loaded, &client, apply).await
+        }
+    };
+    for line in &outcome.lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::from(outcome.code))
+}
+
+fn registry_client(
+    loaded: &gateway::config::LoadedConfig,
+) -> anyhow::Result<gateway::schema::registry::RegistryClient> {
+    let url = loaded
+        .config
+        .schemas
+        .registry
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("schemas.registry is not set in the routes file"))?;
+    Ok(gateway::schema::registry::RegistryClient::new(
+        url,
+        gateway::upstream::client(),
+        Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
+    ))
 }
 
 async fn check(config: PathBuf) -> anyhow::Result<ExitCode> {

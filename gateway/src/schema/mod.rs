@@ -1,8 +1,10 @@
 //! The Avro catalog: `.avsc` files parsed once per config load, and the
 //! encoders that turn a JSON body into a Confluent-framed Avro value.
 
+pub mod commands;
 pub mod compat;
 mod json_to_avro;
+pub mod levels;
 pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +29,9 @@ pub struct EventSchema {
     pub canonical: String,
     /// The file it came from, for messages.
     pub file: String,
+    /// The schema as written (with defaults, aliases and docs, which the
+    /// canonical form drops), for compatibility checks.
+    pub source: serde_json::Value,
     /// Named types defined inside it, for resolving `Schema::Ref`.
     named: HashMap<Name, Schema>,
 }
@@ -56,11 +61,13 @@ impl EventSchema {
             ));
         }
         let canonical = schema.canonical_form();
+        let source = serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
         Ok(Self {
             full_name,
             schema,
             canonical,
             file: file.to_string(),
+            source,
             named,
         })
     }
@@ -90,6 +97,11 @@ impl EventSchema {
                     found: format!("a value the Avro writer refused: {e}"),
                 }]
             })
+    }
+
+    /// The compatibility model of this schema.
+    pub fn model(&self) -> Result<compat::Model, String> {
+        compat::Model::parse(&self.source).map_err(|e| format!("{}: {e}", self.file))
     }
 
     /// Decodes an Avro datum written with this schema.

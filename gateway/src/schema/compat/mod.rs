@@ -7,6 +7,8 @@ mod model;
 use std::collections::HashSet;
 use std::fmt;
 
+/// Named-type definitions, for tools that walk a [`Model`].
+pub use model::Named as model_named;
 use model::{short, Named as Def, NamedType};
 pub use model::{Model, Node};
 
