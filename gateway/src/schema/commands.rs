@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value as Json;
 
-use super::compat::{can_read, Incompatibility, Level, Model, Node};
+use super::compat::{can_read, describe, Incompatibility, Level, Model, Node};
 use super::levels::Levels;
 use super::registry::RegistryClient;
 use super::{version_of, Catalog, EventSchema};
@@ -449,7 +449,7 @@ fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut V
                         {
                             None => out.push(format!(
                                 "  {p}: added ({}{})",
-                                describe(nm, &f.node),
+                                describe(&f.node),
                                 if f.has_default {
                                     ", with default"
                                 } else {
@@ -478,7 +478,7 @@ fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut V
                             out.push(format!(
                                 "  {path}.{}: removed ({})",
                                 f.name,
-                                describe(om, &f.node)
+                                describe(&f.node)
                             ));
                         }
                     }
@@ -514,26 +514,10 @@ fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut V
         (Node::Array(a), Node::Array(b)) => diff_node(om, nm, a, b, &format!("{path}[]"), out),
         (Node::Map(a), Node::Map(b)) => diff_node(om, nm, a, b, &format!("{path}{{}}"), out),
         _ => {
-            let (a, b) = (describe(om, o), describe(nm, n));
+            let (a, b) = (describe(o), describe(n));
             if a != b {
                 out.push(format!("  {path}: type {a} → {b}"));
             }
         }
-    }
-}
-
-fn describe(model: &Model, node: &Node) -> String {
-    match node {
-        Node::Union(b) => format!(
-            "[{}]",
-            b.iter()
-                .map(|x| describe(model, x))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Node::Array(i) => format!("array<{}>", describe(model, i)),
-        Node::Map(v) => format!("map<{}>", describe(model, v)),
-        Node::Named(n) => n.clone(),
-        other => format!("{other:?}").to_lowercase(),
     }
 }

@@ -134,7 +134,8 @@ struct Checker<'a> {
     out: Vec<Incompatibility>,
 }
 
-fn describe(node: &Node) -> String {
+/// A short human name for a type.
+pub fn describe(node: &Node) -> String {
     match node {
         Node::Null => "null".into(),
         Node::Boolean => "boolean".into(),
