@@ -295,6 +295,17 @@ impl Mode {
     }
 }
 
+/// Policy for body fields the schema does not know.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownFields {
+    /// 422 listing each unknown field.
+    #[default]
+    Reject,
+    /// Leave them out of the event.
+    Ignore,
+}
+
 /// `[[routes]]`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +324,10 @@ pub struct RouteConfig {
     pub topic: Option<String>,
     /// Full name of the Avro record in `schemas/` (dual-write and async).
     pub schema: Option<String>,
+    /// What to do with body fields the schema does not have: `reject`
+    /// (422, the default) or `ignore` (they are left out of the event).
+    #[serde(default)]
+    pub unknown_fields: UnknownFields,
     /// Pin a version of the record (`schemas/<name>/v<N>.avsc`); without it
     /// the newest version is used.
     pub schema_version: Option<u32>,

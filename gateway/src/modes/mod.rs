@@ -202,7 +202,7 @@ pub(crate) fn encode_event(
         serde_json::from_slice(body).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
     let datum = spec
         .schema
-        .encode_json(&json)
+        .encode_json_with(&json, spec.ignore_unknown_fields)
         .map_err(|errors| GatewayError::SchemaViolation {
             schema: spec.schema.full_name.clone(),
             errors,

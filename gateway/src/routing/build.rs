@@ -248,6 +248,7 @@ fn event_spec(
         // Resolved once the whole table is valid (see `resolve_ids`).
         schema_id: 0,
         key: key_source(key),
+        ignore_unknown_fields: rc.unknown_fields == crate::config::UnknownFields::Ignore,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct EventSpec {
     pub schema_id: u32,
     /// Message key source.
     pub key: KeySource,
+    /// `unknown_fields = "ignore"`.
+    pub ignore_unknown_fields: bool,
 }
 
 /// One compiled route.

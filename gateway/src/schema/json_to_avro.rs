@@ -20,10 +20,18 @@ pub struct FieldError {
 }
 
 /// Converts `json` to a value of `schema`'s top-level record.
-pub(super) fn convert(schema: &EventSchema, json: &Json) -> Result<Value, Vec<FieldError>> {
+pub(super) fn convert(
+    schema: &EventSchema,
+    json: &Json,
+    ignore_unknown: bool,
+) -> Result<Value, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut ptr = String::new();
-    let value = Converter { schema }.value(&schema.schema, json, &mut ptr, &mut errors);
+    let value = Converter {
+        schema,
+        ignore_unknown,
+    }
+    .value(&schema.schema, json, &mut ptr, &mut errors);
     match value {
         Some(v) if errors.is_empty() => Ok(v),
         _ => Err(errors),
@@ -32,6 +40,7 @@ pub(super) fn convert(schema: &EventSchema, json: &Json) -> Result<Value, Vec<Fi
 
 struct Converter<'a> {
     schema: &'a EventSchema,
+    ignore_unknown: bool,
 }
 
 fn describe(json: &Json) -> String {
@@ -217,7 +226,7 @@ impl Converter<'_> {
             }
             ptr.truncate(len);
         }
-        for key in obj.keys() {
+        for key in obj.keys().filter(|_| !self.ignore_unknown) {
             if !record.fields.iter().any(|f| &f.name == key) {
                 errors.push(FieldError {
                     pointer: format!("{ptr}/{}", escape(key)),

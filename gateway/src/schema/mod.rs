@@ -81,9 +81,20 @@ impl EventSchema {
         (u32::from_le_bytes(b) & 0x7fff_ffff).max(1)
     }
 
-    /// Converts a JSON body into this schema's Avro binary encoding.
+    /// Converts a JSON body into this schema's Avro binary encoding,
+    /// refusing fields the schema does not have.
     pub fn encode_json(&self, body: &serde_json::Value) -> Result<Vec<u8>, Vec<FieldError>> {
-        let value = json_to_avro::convert(self, body)?;
+        self.encode_json_with(body, false)
+    }
+
+    /// Like [`EventSchema::encode_json`]; with `ignore_unknown`, fields the
+    /// schema does not have are left out instead of refused.
+    pub fn encode_json_with(
+        &self,
+        body: &serde_json::Value,
+        ignore_unknown: bool,
+    ) -> Result<Vec<u8>, Vec<FieldError>> {
+        let value = json_to_avro::convert(self, body, ignore_unknown)?;
         // The converter already walked the schema, so the writer's own
         // validation pass would only repeat it.
         apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)

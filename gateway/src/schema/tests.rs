@@ -136,3 +136,17 @@ fn confluent_framing_round_trips() {
     assert_eq!(confluent_unframe(&framed), Some((0x0102_0304, &b"abc"[..])));
     assert_eq!(confluent_unframe(b"\x01abcd"), None);
 }
+
+#[test]
+fn unknown_fields_can_be_ignored_per_policy() {
+    let body = json!({
+        "orderId": "o", "customerId": "c", "items": [], "debug": true,
+    });
+    let errors = order().encode_json(&body).expect_err("rejected by default");
+    assert_eq!(errors[0].pointer, "/debug");
+    let bytes = order().encode_json_with(&body, true).expect("ignored");
+    let apache_avro::types::Value::Record(fields) = decode(&order(), &bytes) else {
+        panic!("not a record");
+    };
+    assert!(fields.iter().all(|(k, _)| k != "debug"));
+}
