@@ -40,25 +40,75 @@ const V3_INCOMPATIBLE: &str = r#"{"type":"record","name":"Thing","namespace":"t"
 #[test]
 fn compat_exit_codes_follow_the_verdict() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (v1, v3, bad) = (dir.path().join("v1.avsc"), dir.path().join("v3.avsc"), dir.path().join("bad.avsc"));
+    let (v1, v3, bad) = (
+        dir.path().join("v1.avsc"),
+        dir.path().join("v3.avsc"),
+        dir.path().join("bad.avsc"),
+    );
     write(&v1, V1);
     write(&v3, V3_INCOMPATIBLE);
     write(&bad, r#"{"type":"record","name":"X"}"#);
     let s = |p: &Path| p.to_str().expect("utf-8").to_string();
 
-    let ok = gateway(&["schemas", "compat", "--reader", &s(&v1), "--writer", &s(&v1)], dir.path());
+    let ok = gateway(
+        &[
+            "schemas",
+            "compat",
+            "--reader",
+            &s(&v1),
+            "--writer",
+            &s(&v1),
+        ],
+        dir.path(),
+    );
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(stdout(&ok).trim(), "compatible");
 
-    let no = gateway(&["schemas", "compat", "--reader", &s(&v3), "--writer", &s(&v1)], dir.path());
+    let no = gateway(
+        &[
+            "schemas",
+            "compat",
+            "--reader",
+            &s(&v3),
+            "--writer",
+            &s(&v1),
+        ],
+        dir.path(),
+    );
     assert_eq!(no.status.code(), Some(1));
     let out = stdout(&no);
-    assert!(out.contains("$.count: reader type int cannot read writer type long"), "{out}");
-    assert!(out.contains("$.owner: reader field is not in the writer's schema and has no default"), "{out}");
+    assert!(
+        out.contains("$.count: reader type int cannot read writer type long"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$.owner: reader field is not in the writer's schema and has no default"),
+        "{out}"
+    );
 
-    let unreadable = gateway(&["schemas", "compat", "--reader", &s(&bad), "--writer", &s(&v1)], dir.path());
+    let unreadable = gateway(
+        &[
+            "schemas",
+            "compat",
+            "--reader",
+            &s(&bad),
+            "--writer",
+            &s(&v1),
+        ],
+        dir.path(),
+    );
     assert_eq!(unreadable.status.code(), Some(2));
-    let missing = gateway(&["schemas", "compat", "--reader", "/no/such.avsc", "--writer", &s(&v1)], dir.path());
+    let missing = gateway(
+        &[
+            "schemas",
+            "compat",
+            "--reader",
+            "/no/such.avsc",
+            "--writer",
+            &s(&v1),
+        ],
+        dir.path(),
+    );
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -66,10 +116,24 @@ fn compat_exit_codes_follow_the_verdict() {
 fn the_repository_schemas_pass_their_own_check_and_diff_names_the_change() {
     let check = gateway(&["schemas", "check"], &repo());
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
-    let diff = gateway(&["schemas", "diff", "com.shop.OrderCreated", "--from", "1", "--to", "2"], &repo());
+    let diff = gateway(
+        &[
+            "schemas",
+            "diff",
+            "com.shop.OrderCreated",
+            "--from",
+            "1",
+            "--to",
+            "2",
+        ],
+        &repo(),
+    );
     assert_eq!(diff.status.code(), Some(0));
     let out = stdout(&diff);
-    assert!(out.contains("$.channel: added (com.shop.Channel, with default)"), "{out}");
+    assert!(
+        out.contains("$.channel: added (com.shop.Channel, with default)"),
+        "{out}"
+    );
     assert!(out.contains("backward (v2 reads v1 data): yes"), "{out}");
 }
 
@@ -77,7 +141,12 @@ fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid"])
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
         .args(args)
         .status()
         .expect("git runs");
@@ -88,7 +157,10 @@ fn git(dir: &Path, args: &[&str]) {
 fn the_ci_gate_fails_an_incompatible_change_and_passes_a_compatible_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    write(&root.join("routes.toml"), "[kafka]\nbootstrap = \"embedded\"\n");
+    write(
+        &root.join("routes.toml"),
+        "[kafka]\nbootstrap = \"embedded\"\n",
+    );
     write(&root.join("schemas/t.Thing/v1.avsc"), V1);
     git(root, &["init", "-q"]);
     git(root, &["add", "-A"]);
@@ -111,10 +183,17 @@ fn the_ci_gate_fails_an_incompatible_change_and_passes_a_compatible_one() {
     std::fs::remove_file(root.join("schemas/t.Thing/v3.avsc")).expect("rm");
 
     // Editing a released version is refused even when it would be compatible.
-    write(&root.join("schemas/t.Thing/v1.avsc"), V2_COMPATIBLE.replace("note", "remark").as_str());
+    write(
+        &root.join("schemas/t.Thing/v1.avsc"),
+        V2_COMPATIBLE.replace("note", "remark").as_str(),
+    );
     let edited = gateway(&["schemas", "check", "--against", "HEAD"], root);
     assert_eq!(edited.status.code(), Some(1));
-    assert!(stdout(&edited).contains("t.Thing v1: released version was changed"), "{}", stdout(&edited));
+    assert!(
+        stdout(&edited).contains("t.Thing v1: released version was changed"),
+        "{}",
+        stdout(&edited)
+    );
 
     // A revision that does not exist is an error, not a pass.
     let bad_rev = gateway(&["schemas", "check", "--against", "no-such-rev"], root);

@@ -75,14 +75,66 @@ pub struct RegistryClient {
     auth: Option<HeaderValue>,
 }
 
+/// Credentials for the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// HTTP basic auth.
+    Basic {
+        /// User (API key).
+        user: String,
+        /// Password (API secret).
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+}
+
+impl RegistryAuth {
+    /// From `GATEWAY_REGISTRY_TOKEN`, else `GATEWAY_REGISTRY_USER` and
+    /// `GATEWAY_REGISTRY_PASSWORD`; `None` when neither is set.
+    pub fn from_env() -> Option<Self> {
+        if let Ok(token) = std::env::var(ENV_TOKEN) {
+            return Some(RegistryAuth::Bearer(token));
+        }
+        let user = std::env::var(ENV_USER).ok()?;
+        Some(RegistryAuth::Basic {
+            user,
+            password: std::env::var(ENV_PASSWORD).unwrap_or_default(),
+        })
+    }
+
+    fn header(&self) -> Option<HeaderValue> {
+        let value = match self {
+            RegistryAuth::Bearer(token) => format!("Bearer {token}"),
+            RegistryAuth::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+        };
+        let mut v = HeaderValue::from_str(&value).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+}
+
 impl RegistryClient {
     /// A client for `base`, with credentials from the environment.
     pub fn new(base: &str, client: HttpClient, timeout: Duration) -> Self {
+        Self::with_auth(base, client, timeout, RegistryAuth::from_env())
+    }
+
+    /// A client for `base` with the given credentials.
+    pub fn with_auth(
+        base: &str,
+        client: HttpClient,
+        timeout: Duration,
+        auth: Option<RegistryAuth>,
+    ) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
             client,
             timeout,
-            auth: auth_from_env(),
+            auth: auth.and_then(|a| a.header()),
         }
     }
 
@@ -283,15 +335,4 @@ fn id_in(url: &str, v: &Value) -> Result<u32, RegistryError> {
             url: url.to_string(),
             detail: format!("answer has no numeric id: {v}"),
         })
-}
-
-fn auth_from_env() -> Option<HeaderValue> {
-    if let Ok(token) = std::env::var(ENV_TOKEN) {
-        return HeaderValue::from_str(&format!("Bearer {token}")).ok();
-    }
-    let user = std::env::var(ENV_USER).ok()?;
-    let password = std::env::var(ENV_PASSWORD).unwrap_or_default();
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    HeaderValue::from_str(&format!("Basic {credentials}")).ok()
 }
