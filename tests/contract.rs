@@ -548,7 +548,10 @@ async fn admin_port_reports_health_readiness_routes_metrics_and_schemas() {
         .expect("json");
     let text = schema["schema"].as_str().expect("schema string");
     let parsed: Value = serde_json::from_str(text).expect("schema is JSON");
-    assert_eq!(parsed["name"], "com.shop.OrderCreated");
+    assert_eq!(
+        (parsed["namespace"].as_str(), parsed["name"].as_str()),
+        (Some("com.shop"), Some("OrderCreated"))
+    );
     let missing = gw
         .http
         .get(format!("{}/schemas/ids/1", gw.admin))
@@ -617,10 +620,14 @@ async fn with_a_schema_registry_the_registered_id_frames_the_event() {
     let sent: Value = serde_json::from_slice(&received[0].body).expect("json");
     let schema: Value = serde_json::from_str(sent["schema"].as_str().expect("schema string"))
         .expect("schema is JSON");
-    assert!(schema["name"]
-        .as_str()
-        .expect("name")
-        .starts_with("com.shop."));
+    assert_eq!(
+        schema["namespace"], "com.shop",
+        "the schema is registered as written"
+    );
+    assert!(
+        schema.to_string().contains("\"default\""),
+        "defaults are kept: {schema}"
+    );
 
     let r = gw
         .http

@@ -448,3 +448,64 @@ async fn a_topic_that_cannot_be_created_answers_503_naming_the_topic() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_consumer_on_the_older_schema_version_reads_events_of_the_newer_one() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    let topic = unique_topic("e2e.evolve");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        10_000,
+        &routes(&legacy.uri(), &topic, "unused"),
+    ))
+    .await
+    .expect("gateway starts");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(r#"{"orderId":"o-9","customerId":"c-9","items":[{"sku":"S","quantity":1,"unitPriceCents":5}],"totalCents":5,"channel":"APP"}"#)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        r.status(),
+        202,
+        "published with the newest version (v2 has `channel`)"
+    );
+
+    let records = read_topic(&bootstrap, &topic)
+        .await
+        .expect("topic readable");
+    let (id, datum) = gateway::schema::confluent_unframe(&records[0].value).expect("framed");
+    // The writer's schema, fetched by id the way a registry-aware consumer does.
+    let served: Value = gw
+        .http
+        .get(format!("{}/schemas/ids/{id}", gw.admin))
+        .send()
+        .await
+        .expect("schema by id")
+        .json()
+        .await
+        .expect("json");
+    let writer =
+        apache_avro::Schema::parse_str(served["schema"].as_str().expect("schema")).expect("writer");
+    let v1_text =
+        std::fs::read_to_string(repo_root().join("schemas/com.shop.OrderCreated/v1.avsc"))
+            .expect("v1");
+    let reader = apache_avro::Schema::parse_str(&v1_text).expect("reader");
+
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .reader_schema(&reader)
+        .build()
+        .and_then(|r| r.read_value(&mut &datum[..]))
+        .expect("v1 reader resolves v2 data");
+    let fields = Value::try_from(value).expect("json");
+    assert_eq!(fields["orderId"], "o-9");
+    assert_eq!(fields["totalCents"], 5);
+    assert!(
+        fields.get("channel").is_none(),
+        "the v1 reader does not see v2's new field: {fields}"
+    );
+}

@@ -91,7 +91,7 @@ async fn schema_by_id(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
             .and_then(|k| k.get(&id).cloned())
     });
     match found {
-        Some(schema) => Json(json!({ "schema": schema.canonical })).into_response(),
+        Some(schema) => Json(json!({ "schema": schema.text })).into_response(),
         // Confluent's error shape, so registry clients report it properly.
         None => (
             StatusCode::NOT_FOUND,

@@ -67,13 +67,13 @@ impl SchemaIds {
             SchemaIds::Local => return Ok(schema.local_id()),
             SchemaIds::Registry(r) => r,
         };
-        let key = (subject.to_string(), schema.canonical.clone());
+        let key = (subject.to_string(), schema.text.clone());
         if let Some(id) = registry.cache.get(&key).await {
             return Ok(id);
         }
         let client = &registry.client;
         let incompatible = client
-            .incompatibilities(subject, &schema.canonical)
+            .incompatibilities(subject, &schema.text)
             .await
             .map_err(|e| e.to_string())?;
         if !incompatible.is_empty() {
@@ -84,10 +84,10 @@ impl SchemaIds {
             ));
         }
         let id = if registry.register {
-            client.register(subject, &schema.canonical).await
+            client.register(subject, &schema.text).await
         } else {
             client
-                .lookup(subject, &schema.canonical)
+                .lookup(subject, &schema.text)
                 .await
                 .map(|id| id.unwrap_or(0))
         }

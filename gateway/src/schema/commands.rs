@@ -310,7 +310,7 @@ pub async fn register(loaded: &LoadedConfig, client: &RegistryClient, apply: boo
     let mut lines = Vec::new();
     let mut code = 0;
     for (subject, schema) in publishing_subjects(loaded, &catalog) {
-        match client.lookup(&subject, &schema.canonical).await {
+        match client.lookup(&subject, &schema.text).await {
             Ok(Some(id)) => {
                 lines.push(format!(
                     "{subject}: {} already registered (id {id})",
@@ -322,7 +322,7 @@ pub async fn register(loaded: &LoadedConfig, client: &RegistryClient, apply: boo
             Err(e) => return Outcome::error(e.to_string()),
         }
         let wanted = levels.for_names(&[&subject, &schema.full_name]);
-        match client.incompatibilities(&subject, &schema.canonical).await {
+        match client.incompatibilities(&subject, &schema.text).await {
             Ok(msgs) if !msgs.is_empty() => {
                 code = 1;
                 lines.push(format!(
@@ -350,7 +350,7 @@ pub async fn register(loaded: &LoadedConfig, client: &RegistryClient, apply: boo
         if let Err(e) = level_set {
             return Outcome::error(e.to_string());
         }
-        match client.register(&subject, &schema.canonical).await {
+        match client.register(&subject, &schema.text).await {
             Ok(id) => lines.push(format!(
                 "{subject}: registered {} as id {id}",
                 schema.full_name

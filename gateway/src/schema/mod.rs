@@ -25,8 +25,11 @@ pub struct EventSchema {
     pub full_name: String,
     /// The parsed schema.
     pub schema: Schema,
-    /// Parsing Canonical Form; what is registered and served by id.
+    /// Parsing Canonical Form: identity of the schema (ids, collisions).
     pub canonical: String,
+    /// The schema as written, in compact JSON: what is registered and served
+    /// by id, so consumers keep docs, defaults, aliases and logical types.
+    pub text: String,
     /// The file it came from, for messages.
     pub file: String,
     /// The schema as written (with defaults, aliases and docs, which the
@@ -61,11 +64,13 @@ impl EventSchema {
             ));
         }
         let canonical = schema.canonical_form();
-        let source = serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+        let source: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
         Ok(Self {
             full_name,
             schema,
             canonical,
+            text: source.to_string(),
             file: file.to_string(),
             source,
             named,
