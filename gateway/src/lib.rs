@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod events;
 pub mod listener;

@@ -7,25 +7,48 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::config::{LoadedConfig, Problem};
+use std::collections::BTreeMap;
+
+use crate::config::{LoadedConfig, Mode, Problem};
+use crate::control::audit::Change;
+use crate::control::effective;
 use crate::routing;
 use crate::state::{ReloadFailure, Shared};
 
 /// Reloads `path` into `shared`. On failure the serving table is unchanged
 /// and the problems are logged and kept for `/admin/routes`.
 pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>> {
+    reload_as(shared, path, "file", "reload").await
+}
+
+/// [`reload`], recording `by` and `source` in the audit trail.
+pub async fn reload_as(
+    shared: &Shared,
+    path: &Path,
+    by: &str,
+    source: &str,
+) -> Result<usize, Vec<Problem>> {
     let _one_at_a_time = shared.reload_lock.lock().await;
+    let overrides = shared.overrides.load_full();
     let result = match LoadedConfig::read(path) {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
             warn_restart_only_changes(&shared.startup, &loaded);
-            routing::build(&loaded, &shared.schema_ids).await
+            // Settings fixed at start stay as started (e.g. an overridden bootstrap).
+            loaded.config.kafka = shared.startup.config.kafka.clone();
+            routing::build(&effective(&loaded, &overrides), &shared.schema_ids)
+                .await
+                .map(|table| (loaded, table))
         }
         Err(e) => Err(vec![Problem::global(e.to_string())]),
     };
     match result {
-        Ok(table) => {
+        Ok((loaded, table)) => {
             let n = table.routes().len();
+            let before = modes(&effective(&shared.file_config.load(), &overrides));
+            let after = modes(&effective(&loaded, &overrides));
+            shared.file_config.store(Arc::new(loaded));
             shared.install(table);
+            record_mode_changes(shared, &before, &after, by, source);
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(path = %path.display(), routes = n, "config reloaded");
             Ok(n)
@@ -45,6 +68,41 @@ pub async fn reload(shared: &Shared, path: &Path) -> Result<usize, Vec<Problem>>
             })));
             Err(problems)
         }
+    }
+}
+
+fn modes(config: &LoadedConfig) -> BTreeMap<String, Mode> {
+    config
+        .config
+        .routes
+        .iter()
+        .map(|r| (r.name.clone(), r.mode))
+        .collect()
+}
+
+fn record_mode_changes(
+    shared: &Shared,
+    before: &BTreeMap<String, Mode>,
+    after: &BTreeMap<String, Mode>,
+    by: &str,
+    source: &str,
+) {
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut any = false;
+    for name in names {
+        let (b, a) = (before.get(name), after.get(name));
+        if b != a {
+            any = true;
+            let mut change = Change::now(by, source, Some(name));
+            change.before = b.map(|m| m.as_str().to_string());
+            change.after = a.map(|m| m.as_str().to_string());
+            shared.audit.record(change);
+        }
+    }
+    if !any {
+        let mut change = Change::now(by, source, None);
+        change.detail = Some("reloaded; no route changed mode".into());
+        shared.audit.record(change);
     }
 }
 

@@ -13,12 +13,15 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::{ConfigError, LoadedConfig, Problem};
+use crate::control::audit::Audit;
+use crate::control::replication::{self, ControlChannel};
+use crate::control::tokens::Tokens;
 use crate::events::embedded::EmbeddedKafka;
 use crate::events::spool::Spool;
 use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::routing::{self, SchemaIds};
-use crate::state::Shared;
+use crate::state::{AdminParts, IoParts, Shared};
 use crate::{admin, listener, modes, reload, upstream};
 
 /// Why the gateway did not start.
@@ -41,6 +44,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The admin token file is unusable.
+    #[error("admin tokens: {0}")]
+    Admin(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -104,7 +110,12 @@ impl Gateway {
         let c = &loaded.config;
 
         let embedded = if c.kafka.bootstrap == "embedded" {
-            let topics = c.routes.iter().filter_map(|r| r.topic.clone()).collect();
+            let topics = c
+                .routes
+                .iter()
+                .filter_map(|r| r.topic.clone())
+                .chain([c.kafka.control_topic.clone(), c.kafka.audit_topic.clone()])
+                .collect();
             let e = EmbeddedKafka::start(topics).map_err(StartError::Kafka)?;
             tracing::warn!(
                 bootstrap = e.bootstrap(),
@@ -142,15 +153,56 @@ impl Gateway {
             c.server.max_connections,
         );
 
-        let shared = Arc::new(Shared::new(
-            loaded,
-            table,
-            publisher.clone(),
+        let tokens = Tokens::load(
+            loaded
+                .config
+                .admin
+                .tokens_file
+                .as_ref()
+                .map(|p| loaded.resolve(p))
+                .as_deref(),
+        )
+        .map_err(StartError::Admin)?;
+        let kafka = c.kafka.clone();
+        let admin_parts = AdminParts {
+            tokens,
+            audit: Audit::new(Some((publisher.clone(), kafka.audit_topic.clone()))),
+            control: Some(ControlChannel::new(
+                publisher.clone(),
+                kafka.control_topic.clone(),
+            )),
+            config_path: Some(config_path.to_path_buf()),
+        };
+        let io = IoParts {
+            publisher: publisher.clone(),
             http,
-            metrics.clone(),
-            spool.clone(),
+            metrics: metrics.clone(),
+            spool: spool.clone(),
             schema_ids,
-        ));
+        };
+        let shared = Arc::new(Shared::new(loaded, table, io, admin_parts));
+
+        // Runtime flips made by any replica, including before this one started.
+        if embedded.is_none() {
+            if let Err(e) = replication::ensure_topics(
+                &bootstrap,
+                &kafka.control_topic,
+                &kafka.audit_topic,
+                kafka.control_replication_factor,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "cannot create the control/audit topics; they must exist");
+            }
+        }
+        let follower = replication::follow(
+            shared.clone(),
+            &bootstrap,
+            &kafka.control_topic,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| StartError::Kafka(format!("control topic {}: {e}", kafka.control_topic)))?;
 
         let public = bind(listen).await?;
         let admin = bind(admin_listen).await?;
@@ -174,7 +226,10 @@ impl Gateway {
             listener::serve(admin, admin_router, stop_rx, max_connections),
         ];
 
-        let mut background = vec![tokio::spawn(spool.run(publisher, metrics, retry_interval))];
+        let mut background = vec![
+            tokio::spawn(spool.run(publisher, metrics, retry_interval)),
+            follower,
+        ];
         if watch_config {
             match reload::watch(shared.clone(), config_path.to_path_buf()) {
                 Ok(h) => background.push(h),

@@ -79,19 +79,56 @@ pub struct Shared {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The config as loaded at start (listeners, Kafka, spool: restart-only).
     pub startup: LoadedConfig,
+    /// The last routes file that loaded (before runtime overrides).
+    pub file_config: ArcSwap<LoadedConfig>,
+    /// Runtime mode overrides, by route.
+    pub overrides: ArcSwap<crate::control::Overrides>,
+    /// Who may write through the admin API.
+    pub tokens: crate::control::tokens::Tokens,
+    /// The audit trail.
+    pub audit: crate::control::audit::Audit,
+    /// Where flips are announced to the fleet (none in tests that opt out).
+    pub control: Option<crate::control::replication::ControlChannel>,
+    /// The routes file, for `POST /admin/reload`.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+/// The I/O-side parts of [`Shared`].
+pub struct IoParts {
+    /// The producer.
+    pub publisher: Publisher,
+    /// Pooled upstream client.
+    pub http: HttpClient,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Dual-write spool.
+    pub spool: Arc<Spool>,
+    /// Schema id source.
+    pub schema_ids: SchemaIds,
+}
+
+/// The admin-side parts of [`Shared`].
+pub struct AdminParts {
+    /// Tokens.
+    pub tokens: crate::control::tokens::Tokens,
+    /// Audit trail.
+    pub audit: crate::control::audit::Audit,
+    /// Control channel.
+    pub control: Option<crate::control::replication::ControlChannel>,
+    /// The routes file.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Shared {
     /// Assembles the state around an already built table.
-    pub fn new(
-        startup: LoadedConfig,
-        table: RouteTable,
-        publisher: Publisher,
-        http: HttpClient,
-        metrics: Metrics,
-        spool: Arc<Spool>,
-        schema_ids: SchemaIds,
-    ) -> Self {
+    pub fn new(startup: LoadedConfig, table: RouteTable, io: IoParts, admin: AdminParts) -> Self {
+        let IoParts {
+            publisher,
+            http,
+            metrics,
+            spool,
+            schema_ids,
+        } = io;
         let c = &startup.config;
         // LRU, not moka's default TinyLFU: a new key must always be admitted,
         // or a repeated Idempotency-Key could publish twice.
@@ -120,6 +157,12 @@ impl Shared {
             tasks: tokio_util::task::TaskTracker::new(),
             reload_lock: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(c.server.max_in_flight)),
+            file_config: ArcSwap::from_pointee(startup.clone()),
+            overrides: ArcSwap::from_pointee(Default::default()),
+            tokens: admin.tokens,
+            audit: admin.audit,
+            control: admin.control,
+            config_path: admin.config_path,
             startup,
         }
     }

@@ -63,7 +63,24 @@ retry_interval_ms = 200
 impl TestGateway {
     /// Writes `config` and starts a gateway on it.
     pub async fn start(config: &str) -> anyhow::Result<Self> {
+        Self::start_with_files(config, &[]).await
+    }
+
+    /// Like [`TestGateway::start`], with extra files beside the config.
+    pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        Self::start_in(dir, config, files).await
+    }
+
+    /// Starts a gateway in an existing directory (e.g. to restart one).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, config)?;
         let gateway = Gateway::start(&path).await?;
@@ -74,6 +91,26 @@ impl TestGateway {
             dir,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// Stops the gateway and hands back its directory.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.gateway.shutdown(Duration::from_secs(5)).await;
+        self.dir
+    }
+
+    /// Sends an admin write with a bearer token.
+    pub fn admin_write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.admin));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 
     /// Path of the routes file.

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::control::audit::Change;
+use crate::control::tokens::Denied;
+use crate::control::FlipError;
 use crate::state::Shared;
 
 /// The admin router.
@@ -19,6 +23,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/admin/routes", get(routes))
+        .route(
+            "/admin/routes/{name}/mode",
+            put(set_mode).delete(clear_mode),
+        )
+        .route("/admin/reload", post(reload))
+        .route("/admin/audit", get(audit))
         .route("/metrics", get(metrics))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .with_state(shared)
@@ -39,8 +49,137 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// The token's name.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Denied> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    shared.tokens.authorize(header)
+}
+
+fn denied(denied: Denied) -> Response {
+    let (status, detail) = match denied {
+        Denied::Disabled => (
+            StatusCode::FORBIDDEN,
+            "admin writes are disabled: no token is configured ([admin] tokens_file or GATEWAY_ADMIN_TOKEN)",
+        ),
+        Denied::Missing => (StatusCode::UNAUTHORIZED, "a bearer token is required"),
+        Denied::Wrong => (StatusCode::FORBIDDEN, "this token may not change routes"),
+    };
+    let mut r = (
+        status,
+        Json(json!({"status": status.as_u16(), "detail": detail})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct ModeBody {
+    mode: crate::config::Mode,
+}
+
+async fn set_mode(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match authorize(&shared, &headers) {
+        Ok(w) => w,
+        Err(d) => return denied(d),
+    };
+    let mode = match serde_json::from_slice::<ModeBody>(&body) {
+        Ok(b) => b.mode,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"status": 400, "detail": format!("expected {{\"mode\": \"passthrough|dual-write|async\"}}: {e}")})),
+            )
+                .into_response()
+        }
+    };
+    flip_response(crate::control::flip(&shared, &name, Some(mode), &who, "api").await)
+}
+
+async fn clear_mode(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match authorize(&shared, &headers) {
+        Ok(w) => w,
+        Err(d) => return denied(d),
+    };
+    flip_response(crate::control::flip(&shared, &name, None, &who, "api").await)
+}
+
+fn flip_response(result: Result<Change, FlipError>) -> Response {
+    match result {
+        Ok(change) => Json(json!(change)).into_response(),
+        Err(e) => {
+            let status = match &e {
+                FlipError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+                FlipError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                FlipError::Control(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let problems = match &e {
+                FlipError::Invalid(p) => json!(p),
+                _ => json!([]),
+            };
+            (
+                status,
+                Json(json!({"status": status.as_u16(), "detail": e.to_string(), "problems": problems})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let who = match authorize(&shared, &headers) {
+        Ok(w) => w,
+        Err(d) => return denied(d),
+    };
+    let Some(path) = shared.config_path.clone() else {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"detail": "no config file to reload"})),
+        )
+            .into_response();
+    };
+    match crate::reload::reload_as(&shared, &path, &who, "api").await {
+        Ok(n) => Json(json!({"reloaded": true, "routes": n})).into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"reloaded": false, "problems": problems})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Json<serde_json::Value> {
+    Json(json!({ "changes": shared.audit.recent(q.limit.unwrap_or(100).min(1000)) }))
+}
+
 async fn routes(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let table = shared.table.load();
+    let file = shared.file_config.load();
+    let overrides = shared.overrides.load();
     let routes: Vec<_> = table
         .routes()
         .iter()
@@ -50,6 +189,8 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                 "method": r.method.as_str(),
                 "path": r.path,
                 "mode": r.mode.as_str(),
+                "file_mode": file.config.routes.iter().find(|f| f.name == r.name).map(|f| f.mode.as_str()),
+                "override": overrides.get(&r.name).map(|m| m.as_str()),
                 "upstream": r.upstream.name,
                 "topic": r.event.as_ref().map(|e| e.topic.clone()),
                 "schema": r.event.as_ref().map(|e| e.schema.full_name.clone()),

@@ -44,6 +44,20 @@ pub struct Config {
     /// Optional catch-all: requests matching no route are passed through here
     /// instead of answered 404.
     pub fallback: Option<FallbackConfig>,
+    /// Who may change routes through the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A TOML file of named bearer tokens (`[tokens] alice = "..."`),
+    /// relative to the config file. The environment variable
+    /// `GATEWAY_ADMIN_TOKEN` adds a token named `env`. No token at all =
+    /// admin writes are disabled.
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// `[server]`
@@ -123,6 +137,18 @@ pub struct KafkaConfig {
     /// weakened here.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Compacted topic that carries runtime route flips to every replica,
+    /// keyed by route (created at start if missing).
+    #[serde(default = "default_control_topic")]
+    pub control_topic: String,
+    /// Topic that keeps every change (file reload, API flip, plan step) as
+    /// an Avro event; never compacted.
+    #[serde(default = "default_audit_topic")]
+    pub audit_topic: String,
+    /// Replication factor for the two topics above when the gateway creates
+    /// them; -1 = the broker's default.
+    #[serde(default = "default_replication")]
+    pub control_replication_factor: i32,
 }
 
 /// `[schemas]`
@@ -268,7 +294,7 @@ pub struct FallbackConfig {
 }
 
 /// What a route does with a call.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Proxy to the legacy service, nothing else.
@@ -362,6 +388,15 @@ fn default_body_read_timeout_ms() -> u64 {
 }
 fn default_publish_timeout_ms() -> u64 {
     5_000
+}
+fn default_control_topic() -> String {
+    "gateway.control".into()
+}
+fn default_audit_topic() -> String {
+    "gateway.audit".into()
+}
+fn default_replication() -> i32 {
+    -1
 }
 fn default_queue_max_messages() -> u32 {
     100_000

@@ -85,6 +85,9 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
         publish_timeout_ms: 5_000,
         queue_max_messages: 1_000,
         properties: Default::default(),
+        control_topic: "c".into(),
+        audit_topic: "a".into(),
+        control_replication_factor: 1,
     };
     let publisher = Publisher::new(&config, kafka.bootstrap()).expect("producer");
     let metrics = Metrics::new();
