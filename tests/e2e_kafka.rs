@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use futures::StreamExt;
 use gateway_tests::{
     config_text, forbid_calls, read_topic, repo_root, unique_topic, wait_until, TestGateway,
 };
@@ -507,5 +508,228 @@ async fn a_consumer_on_the_older_schema_version_reads_events_of_the_newer_one() 
     assert!(
         fields.get("channel").is_none(),
         "the v1 reader does not see v2's new field: {fields}"
+    );
+}
+
+const TOKENS: &str = "[tokens]\nops = \"ops-secret\"\n";
+
+/// `routes()` plus a private control/audit topic pair and an admin token.
+fn fleet_config(bootstrap: &str, legacy: &str, orders: &str, users: &str, control: &str) -> String {
+    config_text(bootstrap, 10_000, &routes(legacy, orders, users))
+        .replace(
+            "publish_timeout_ms = 10000\n",
+            &format!(
+                "publish_timeout_ms = 10000\ncontrol_topic = \"{control}\"\naudit_topic = \"{control}.audit\"\ncontrol_replication_factor = 1\n"
+            ),
+        )
+        + "\n[admin]\ntokens_file = \"tokens.toml\"\n"
+}
+
+#[tokio::test]
+async fn a_flip_on_one_replica_reaches_the_other_and_survives_its_restart() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("legacy"))
+        .mount(&legacy)
+        .await;
+    let control = unique_topic("e2e.control");
+    let config = fleet_config(
+        &bootstrap,
+        &legacy.uri(),
+        &unique_topic("e2e.o"),
+        &unique_topic("e2e.u"),
+        &control,
+    );
+    let a = TestGateway::start_with_files(&config, &[("tokens.toml", TOKENS)])
+        .await
+        .expect("replica a");
+    let b = TestGateway::start_with_files(&config, &[("tokens.toml", TOKENS)])
+        .await
+        .expect("replica b");
+    assert_eq!(
+        b.route_mode("register-user")
+            .await
+            .expect("routes")
+            .as_deref(),
+        Some("dual-write")
+    );
+
+    let r = a
+        .admin_write(
+            reqwest::Method::PUT,
+            "/admin/routes/register-user/mode",
+            Some("ops-secret"),
+        )
+        .json(&serde_json::json!({"mode": "async"}))
+        .send()
+        .await
+        .expect("flip");
+    assert_eq!(r.status(), 200);
+    wait_until(
+        Duration::from_secs(10),
+        "replica b applies the flip",
+        || async {
+            b.route_mode("register-user")
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("async")
+        },
+    )
+    .await
+    .expect("flip replicated");
+    let served = b
+        .http
+        .post(format!("{}/users", b.base))
+        .body(user("via-b"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(served.status(), 202, "replica b serves the flipped mode");
+
+    let audit: Value = b
+        .http
+        .get(format!("{}/admin/audit", b.admin))
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let first = &audit["changes"][0];
+    assert_eq!(
+        (first["by"].as_str(), first["source"].as_str()),
+        (Some("ops"), Some("replica"))
+    );
+
+    // A restarted replica rebuilds its overrides from the control topic before serving.
+    let dir = b.stop().await;
+    let b = TestGateway::start_in(dir, &config, &[("tokens.toml", TOKENS)])
+        .await
+        .expect("replica b again");
+    assert_eq!(
+        b.route_mode("register-user")
+            .await
+            .expect("routes")
+            .as_deref(),
+        Some("async")
+    );
+    drop(a);
+}
+
+#[tokio::test]
+async fn flipping_between_dual_write_and_async_under_load_loses_and_duplicates_nothing() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("legacy"))
+        .mount(&legacy)
+        .await;
+    let users = unique_topic("e2e.flipload");
+    let config = fleet_config(
+        &bootstrap,
+        &legacy.uri(),
+        &unique_topic("e2e.o"),
+        &users,
+        &unique_topic("e2e.control"),
+    );
+    let gw = TestGateway::start_with_files(&config, &[("tokens.toml", TOKENS)])
+        .await
+        .expect("gateway");
+
+    const REQUESTS: usize = 300;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (http, admin, done) = (gw.http.clone(), gw.admin.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut flips = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mode = if flips % 2 == 0 {
+                    "async"
+                } else {
+                    "dual-write"
+                };
+                let r = http
+                    .put(format!("{admin}/admin/routes/register-user/mode"))
+                    .bearer_auth("ops-secret")
+                    .json(&serde_json::json!({ "mode": mode }))
+                    .send()
+                    .await
+                    .expect("flip");
+                assert_eq!(r.status(), 200);
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let load = futures::stream::iter(0..REQUESTS)
+        .map(|i| {
+            let (http, base) = (gw.http.clone(), gw.base.clone());
+            async move {
+                let status = http
+                    .post(format!("{base}/users"))
+                    .body(user(&format!("load-{i}")))
+                    .send()
+                    .await
+                    .expect("post")
+                    .status();
+                (format!("load-{i}"), status.as_u16())
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flips = flipper.await.expect("flipper");
+    assert!(
+        flips >= 2,
+        "the route was flipped while requests were served ({flips} flips)"
+    );
+
+    let mut events: std::collections::HashMap<String, usize> = Default::default();
+    for r in read_topic(&bootstrap, &users).await.expect("topic") {
+        *events.entry(r.key.unwrap_or_default()).or_default() += 1;
+    }
+    let mut legacy_calls: std::collections::HashMap<String, usize> = Default::default();
+    for req in legacy.received_requests().await.expect("recording") {
+        let body: Value = serde_json::from_slice(&req.body).expect("json");
+        *legacy_calls
+            .entry(body["userId"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    let (mut async_served, mut dual_served) = (0, 0);
+    for (id, status) in &load {
+        let (e, l) = (
+            events.get(id).copied().unwrap_or(0),
+            legacy_calls.get(id).copied().unwrap_or(0),
+        );
+        match status {
+            202 => {
+                async_served += 1;
+                assert_eq!((e, l), (1, 0), "{id}: async = one event, no legacy call");
+            }
+            201 => {
+                dual_served += 1;
+                assert_eq!(
+                    (e, l),
+                    (1, 1),
+                    "{id}: dual-write = one legacy call, one event"
+                );
+            }
+            other => panic!("{id}: unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        events.values().sum::<usize>(),
+        REQUESTS,
+        "no event without a request"
+    );
+    assert!(
+        async_served > 0 && dual_served > 0,
+        "both modes served: {async_served} async, {dual_served} dual-write"
     );
 }

@@ -45,6 +45,7 @@ pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow:
         config_path,
         Overrides {
             kafka_bootstrap: Some(kafka.to_string()),
+            admin_token: Some(("demo".into(), DEMO_TOKEN.into())),
         },
     )
     .await?;
@@ -52,6 +53,7 @@ pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow:
         spawn_event_printer(&gateway.kafka_bootstrap, gateway.shared.clone())?;
     }
     print_walkthrough(gateway.public_addr, gateway.admin_addr, kafka == "embedded");
+    print_plan_walkthrough(gateway.admin_addr, &gateway.kafka_bootstrap);
 
     tokio::signal::ctrl_c().await?;
     gateway.shutdown(Duration::from_secs(5)).await;
@@ -130,7 +132,8 @@ fn spawn_event_printer(bootstrap: &str, shared: Arc<Shared>) -> anyhow::Result<(
         .collect();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "gateway-demo-printer")
+        // Stands in for the inventory service the checkout phase waits for.
+        .set("group.id", "inventory-service")
         .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .create()?;
@@ -176,6 +179,25 @@ fn describe(m: &rdkafka::message::BorrowedMessage<'_>, shared: &Shared) -> Strin
         id,
         body
     )
+}
+
+/// The demo's admin token (a real deployment configures its own).
+const DEMO_TOKEN: &str = "demo-token";
+
+fn print_plan_walkthrough(admin: SocketAddr, bootstrap: &str) {
+    println!(
+        r#"Running the migration (RFC-009 months) against this gateway:
+  export GATEWAY_ADMIN_TOKEN={DEMO_TOKEN}
+  P="cargo run -q -p gateway -- plan --admin http://{admin} --kafka {bootstrap}"
+  $P status
+  $P rollback checkout && $P rollback user-registration    # back to month 0
+  $P apply provision --dry-run                              # month 1: checks only
+  $P apply user-registration                                # month 2
+  $P apply checkout --skip-check consumer-group             # month 3 (the embedded
+                                                            # cluster cannot list groups)
+  curl -s http://{admin}/admin/audit
+"#
+    );
 }
 
 fn print_walkthrough(public: SocketAddr, admin: SocketAddr, embedded: bool) {

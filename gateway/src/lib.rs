@@ -14,6 +14,7 @@ pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod modes;
+pub mod plan;
 pub mod problem;
 pub mod reload;
 pub mod routing;

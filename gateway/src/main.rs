@@ -35,6 +35,34 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
         config: PathBuf,
     },
+    /// The migration plan: phase status, diffs, apply and rollback.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+        /// The routes file.
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "routes.toml",
+            env = "GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// The plan directory (default: migration-plan/ beside the routes file).
+        #[arg(long, global = true)]
+        plan_dir: Option<PathBuf>,
+        /// Act on a running gateway through its admin API (token in
+        /// GATEWAY_ADMIN_TOKEN) instead of editing the routes file.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// Kafka bootstrap for precondition checks (default: kafka.bootstrap).
+        #[arg(long, global = true)]
+        kafka: Option<String>,
+        /// Do not check preconditions of this kind (topic, schema,
+        /// consumer-group); each is reported as SKIPPED.
+        #[arg(long = "skip-check", global = true, value_parser = ["topic", "schema", "consumer-group"])]
+        skip_checks: Vec<String>,
+    },
     /// Schema governance: compatibility, history checks, diffs, registration.
     Schemas {
         #[command(subcommand)]
@@ -52,6 +80,34 @@ enum Command {
         /// Do not print the events that reach Kafka (for load runs).
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlanCommand {
+    /// Which phase each route is in, and drift between file and gateway.
+    Status,
+    /// What applying a phase would change.
+    Diff {
+        /// Phase id (e.g. 02-user-registration) or name.
+        phase: String,
+    },
+    /// Check a phase's preconditions, then carry out its route changes.
+    Apply {
+        /// Phase id or name.
+        phase: String,
+        /// Check and show, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Return a phase's routes to their previous modes (the last applied
+    /// phase only).
+    Rollback {
+        /// Phase id or name.
+        phase: String,
+        /// Show, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -128,6 +184,34 @@ fn main() -> ExitCode {
             Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
             Command::Check { config } => check(config).await,
             Command::Schemas { command } => schemas(command).await,
+            Command::Plan {
+                command,
+                config,
+                plan_dir,
+                admin,
+                kafka,
+                skip_checks,
+            } => {
+                use gateway::plan::cli;
+                let target = cli::Target {
+                    config,
+                    plan_dir,
+                    admin,
+                    kafka,
+                    skip_checks,
+                };
+                let outcome = match command {
+                    PlanCommand::Status => cli::status(&target).await,
+                    PlanCommand::Diff { phase } => cli::diff(&target, &phase).await,
+                    PlanCommand::Apply { phase, dry_run } => {
+                        cli::apply(&target, &phase, dry_run, false).await
+                    }
+                    PlanCommand::Rollback { phase, dry_run } => {
+                        cli::apply(&target, &phase, dry_run, true).await
+                    }
+                };
+                print_outcome(outcome)
+            }
             Command::Demo {
                 config,
                 kafka,
@@ -178,6 +262,10 @@ async fn schemas(command: SchemasCommand) -> anyhow::Result<ExitCode> {
             commands::register(&loaded, &client, apply).await
         }
     };
+    print_outcome(outcome)
+}
+
+fn print_outcome(outcome: gateway::schema::commands::Outcome) -> anyhow::Result<ExitCode> {
     for line in &outcome.lines {
         println!("{line}");
     }

@@ -72,6 +72,8 @@ pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
 pub struct Overrides {
     /// Replaces `kafka.bootstrap`.
     pub kafka_bootstrap: Option<String>,
+    /// An extra admin token (name, secret), e.g. the demo's.
+    pub admin_token: Option<(String, String)>,
 }
 
 /// A running gateway.
@@ -100,7 +102,7 @@ impl Gateway {
     /// Like [`Gateway::start`], with some settings overridden.
     pub async fn start_with(config_path: &Path, overrides: Overrides) -> Result<Self, StartError> {
         let mut loaded = LoadedConfig::read(config_path)?;
-        if let Some(b) = overrides.kafka_bootstrap {
+        if let Some(b) = overrides.kafka_bootstrap.clone() {
             loaded.config.kafka.bootstrap = b;
         }
         let problems = loaded.config.validate();
@@ -153,7 +155,7 @@ impl Gateway {
             c.server.max_connections,
         );
 
-        let tokens = Tokens::load(
+        let mut tokens = Tokens::load(
             loaded
                 .config
                 .admin
@@ -163,6 +165,9 @@ impl Gateway {
                 .as_deref(),
         )
         .map_err(StartError::Admin)?;
+        if let Some((name, secret)) = &overrides.admin_token {
+            tokens.add(name, secret);
+        }
         let kafka = c.kafka.clone();
         let admin_parts = AdminParts {
             tokens,

@@ -65,6 +65,13 @@ impl Tokens {
         }
     }
 
+    /// Adds a named token.
+    pub fn add(&mut self, name: &str, token: &str) {
+        if !token.is_empty() {
+            self.by_name.insert(name.to_string(), token.to_string());
+        }
+    }
+
     /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
         !self.by_name.is_empty()
