@@ -733,3 +733,80 @@ async fn flipping_between_dual_write_and_async_under_load_loses_and_duplicates_n
         "both modes served: {async_served} async, {dual_served} dual-write"
     );
 }
+
+#[tokio::test]
+async fn plan_preconditions_read_topics_and_consumer_groups_from_the_real_broker() {
+    use gateway::plan::checks;
+    use gateway::plan::Check;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let topic = unique_topic("e2e.plan");
+    let group = unique_topic("e2e-group");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin client");
+    let new_topic =
+        rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
+    admin
+        .create_topics([&new_topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("create topic");
+    // A member of the group: subscribe and wait until it owns the partition.
+    let member: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    member.subscribe(&[&topic]).expect("subscribe");
+    wait_until(
+        Duration::from_secs(30),
+        "the consumer joins its group",
+        || async {
+            let _ = tokio::time::timeout(Duration::from_millis(100), member.recv()).await;
+            member.assignment().map(|a| a.count() > 0).unwrap_or(false)
+        },
+    )
+    .await
+    .expect("group has a member");
+
+    let loaded =
+        gateway::config::LoadedConfig::read(&repo_root().join("routes.toml")).expect("routes");
+    let check = |topic: Option<&str>, partitions: Option<i32>, group: Option<&str>| Check {
+        topic: topic.map(str::to_string),
+        partitions,
+        schema: None,
+        consumer_group: group.map(str::to_string),
+    };
+    let outcomes = checks::run(
+        &[
+            check(Some(&topic), Some(1), None),
+            check(Some(&topic), Some(7), None),
+            check(None, None, Some(&group)),
+            check(None, None, Some("no-such-group-anywhere")),
+            check(Some("no.such.topic.anywhere"), None, None),
+        ],
+        &loaded,
+        Some(&bootstrap),
+    )
+    .await;
+    let failures: Vec<Option<String>> = outcomes.iter().map(|o| o.failure.clone()).collect();
+    assert_eq!(failures[0], None, "{outcomes:#?}");
+    assert!(
+        failures[1]
+            .as_deref()
+            .is_some_and(|f| f.contains("has 1 partitions, the plan expects 7")),
+        "{outcomes:#?}"
+    );
+    assert_eq!(failures[2], None, "{outcomes:#?}");
+    assert!(failures[3].is_some(), "{outcomes:#?}");
+    assert!(
+        failures[4]
+            .as_deref()
+            .is_some_and(|f| f.contains("does not exist")),
+        "{outcomes:#?}"
+    );
+}
