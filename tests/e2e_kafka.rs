@@ -605,6 +605,32 @@ async fn a_flip_on_one_replica_reaches_the_other_and_survives_its_restart() {
         (Some("ops"), Some("replica"))
     );
 
+    // The audit topic keeps every change as an Avro event.
+    let audit_schema =
+        gateway::schema::EventSchema::parse(gateway::control::audit::AUDIT_SCHEMA, "audit")
+            .expect("schema");
+    let audit_topic = format!("{control}.audit");
+    wait_until(
+        Duration::from_secs(10),
+        "the flip is on the audit topic",
+        || async {
+            read_topic(&bootstrap, &audit_topic)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| {
+                    gateway::schema::confluent_unframe(&r.value)
+                        .and_then(|(_, d)| audit_schema.decode(d).ok())
+                        .and_then(|v| Value::try_from(v).ok())
+                        .is_some_and(|v| {
+                            v["by"] == "ops" && v["source"] == "api" && v["after"] == "async"
+                        })
+                })
+        },
+    )
+    .await
+    .expect("audited on Kafka");
+
     // A restarted replica rebuilds its overrides from the control topic before serving.
     let dir = b.stop().await;
     let b = TestGateway::start_in(dir, &config, &[("tokens.toml", TOKENS)])

@@ -105,7 +105,8 @@ async fn set_mode(
                 .into_response()
         }
     };
-    flip_response(crate::control::flip(&shared, &name, Some(mode), &who, "api").await)
+    let source = change_source(&headers);
+    flip_response(crate::control::flip(&shared, &name, Some(mode), &who, source).await)
 }
 
 async fn clear_mode(
@@ -117,7 +118,16 @@ async fn clear_mode(
         Ok(w) => w,
         Err(d) => return denied(d),
     };
-    flip_response(crate::control::flip(&shared, &name, None, &who, "api").await)
+    let source = change_source(&headers);
+    flip_response(crate::control::flip(&shared, &name, None, &who, source).await)
+}
+
+/// `X-Change-Source: plan` marks flips made by `gateway plan` in the audit.
+fn change_source(headers: &HeaderMap) -> &'static str {
+    match headers.get("x-change-source").and_then(|v| v.to_str().ok()) {
+        Some("plan") => "plan",
+        _ => "api",
+    }
 }
 
 fn flip_response(result: Result<Change, FlipError>) -> Response {

@@ -104,7 +104,9 @@ async fn send(
 ) -> Result<Vec<u8>, String> {
     let mut request = http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        request = request
+            .header(http::header::AUTHORIZATION, format!("Bearer {t}"))
+            .header("x-change-source", "plan");
     }
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
