@@ -784,7 +784,7 @@ async fn check_reads_the_registry_but_never_registers() {
         .mount(&registry)
         .await;
     Mock::given(method("POST"))
-        .and(wiremock::matchers::path_regex(".*/versions$"))
+        .and(wiremock::matchers::path_regex("^/subjects/.*/versions$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 1})))
         .expect(0)
         .mount(&registry)

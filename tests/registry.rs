@@ -191,7 +191,7 @@ async fn server_errors_are_retried_with_backoff_then_reported() {
 async fn compatibility_test_returns_the_registry_messages() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/compatibility/subjects/o-value/versions/latest"))
+        .and(path("/compatibility/subjects/o-value/versions"))
         .and(query_param("verbose", "true"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "is_compatible": false,
@@ -215,7 +215,7 @@ async fn the_gateway_refuses_a_route_the_registry_finds_incompatible_and_registe
     let registry = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(
-            "/compatibility/subjects/orders.order-created-value/versions/latest",
+            "/compatibility/subjects/orders.order-created-value/versions",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "is_compatible": false, "messages": ["field totalCents: type changed"]
@@ -223,7 +223,7 @@ async fn the_gateway_refuses_a_route_the_registry_finds_incompatible_and_registe
         .mount(&registry)
         .await;
     Mock::given(method("POST"))
-        .and(wiremock::matchers::path_regex("/versions$"))
+        .and(wiremock::matchers::path_regex("^/subjects/.*/versions$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 1})))
         .expect(0)
         .mount(&registry)
@@ -253,9 +253,7 @@ key = "/customerId"
     let text = err.to_string();
     assert!(text.contains("route create-order"), "{text}");
     assert!(
-        text.contains(
-            "incompatible with the latest version under subject orders.order-created-value"
-        ),
+        text.contains("incompatible with what subject orders.order-created-value holds"),
         "{text}"
     );
     assert!(text.contains("field totalCents: type changed"), "{text}");

@@ -46,8 +46,19 @@ pub async fn reload_as(
             let n = table.routes().len();
             let before = modes(&effective(&shared.file_config.load(), &overrides));
             let after = modes(&effective(&loaded, &overrides));
+            // Overrides of routes the file no longer has are dropped, so a
+            // route added again later starts from its file mode.
+            let kept: crate::control::Overrides = overrides
+                .iter()
+                .filter(|(name, _)| loaded.config.routes.iter().any(|r| &r.name == *name))
+                .map(|(n, m)| (n.clone(), *m))
+                .collect();
+            if kept.len() != overrides.len() {
+                shared.overrides.store(Arc::new(kept));
+            }
             shared.file_config.store(Arc::new(loaded));
             shared.install(table);
+            shared.last_reload_error.store(None);
             record_mode_changes(shared, &before, &after, by, source);
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(path = %path.display(), routes = n, "config reloaded");

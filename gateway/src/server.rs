@@ -189,25 +189,16 @@ impl Gateway {
 
         // Runtime flips made by any replica, including before this one started.
         if embedded.is_none() {
-            if let Err(e) = replication::ensure_topics(
-                &bootstrap,
-                &kafka.control_topic,
-                &kafka.audit_topic,
-                kafka.control_replication_factor,
-            )
-            .await
-            {
+            if let Err(e) = replication::ensure_topics(&kafka, &bootstrap).await {
                 tracing::warn!(error = %e, "cannot create the control/audit topics; they must exist");
             }
         }
-        let follower = replication::follow(
-            shared.clone(),
-            &bootstrap,
-            &kafka.control_topic,
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| StartError::Kafka(format!("control topic {}: {e}", kafka.control_topic)))?;
+        let follower =
+            replication::follow(shared.clone(), &kafka, &bootstrap, Duration::from_secs(30))
+                .await
+                .map_err(|e| {
+                    StartError::Kafka(format!("control topic {}: {e}", kafka.control_topic))
+                })?;
 
         let public = bind(listen).await?;
         let admin = bind(admin_listen).await?;

@@ -83,6 +83,8 @@ pub struct Shared {
     pub file_config: ArcSwap<LoadedConfig>,
     /// Runtime mode overrides, by route.
     pub overrides: ArcSwap<crate::control::Overrides>,
+    /// Id of the last flip applied per route (ids are time-ordered).
+    pub last_change: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Who may write through the admin API.
     pub tokens: crate::control::tokens::Tokens,
     /// The audit trail.
@@ -159,6 +161,7 @@ impl Shared {
             in_flight: Arc::new(tokio::sync::Semaphore::new(c.server.max_in_flight)),
             file_config: ArcSwap::from_pointee(startup.clone()),
             overrides: ArcSwap::from_pointee(Default::default()),
+            last_change: std::sync::Mutex::new(Default::default()),
             tokens: admin.tokens,
             audit: admin.audit,
             control: admin.control,
@@ -173,6 +176,5 @@ impl Shared {
             known.extend(table.schema_ids.iter().map(|(k, v)| (*k, v.clone())));
         }
         self.table.store(Arc::new(table));
-        self.last_reload_error.store(None);
     }
 }

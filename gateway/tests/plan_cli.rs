@@ -45,6 +45,14 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     copy_shop(root);
+    // An operator's note on the line the plan edits must survive it.
+    let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
+    let text = text.replacen(
+        "mode = \"async\"",
+        "mode = \"async\"   # month 3: checkout",
+        1,
+    );
+    std::fs::write(root.join("routes.toml"), text).expect("write");
     let mode_of = |route: &str| {
         let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
         let doc: toml::Value = toml::from_str(&text).expect("toml");
@@ -122,5 +130,9 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
     assert!(
         text.contains("# The example shop"),
         "comments survive the edits"
+    );
+    assert!(
+        text.contains("mode = \"async\"   # month 3: checkout"),
+        "inline comments too:\n{text}"
     );
 }

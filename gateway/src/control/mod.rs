@@ -67,6 +67,9 @@ pub async fn flip(
     let Some(file_route) = file.config.routes.iter().find(|r| r.name == route) else {
         return Err(FlipError::UnknownRoute(route.to_string()));
     };
+    // Asking for the file's own mode clears the override, so later file
+    // edits apply to the route again.
+    let mode = mode.filter(|m| *m != file_route.mode);
     let old = shared.overrides.load_full();
     let before = old.get(route).copied().unwrap_or(file_route.mode);
     let mut new = (*old).clone();
@@ -91,64 +94,84 @@ pub async fn flip(
             .await
             .map_err(FlipError::Control)?;
     }
+    if let Ok(mut last) = shared.last_change.lock() {
+        last.insert(route.to_string(), change.id.clone());
+    }
     shared.overrides.store(Arc::new(new));
     shared.install(table);
     shared.audit.record(change.clone());
     Ok(change)
 }
 
-/// Applies flips received from the control topic (or read at start).
-/// Already-applied ones are skipped; a flip this replica's file cannot take
-/// is refused here, logged and audited, and the table stays as it is.
-pub async fn apply_remote(shared: &Shared, updates: Vec<(String, Option<Mode>, Option<Change>)>) {
+/// Applies flips received from the control topic (or read at start), one
+/// route at a time. A flip older than the last one applied for its route is
+/// skipped, so a replica never steps back to a superseded mode; a flip this
+/// replica's file cannot take is refused for that route only, logged and
+/// audited.
+pub async fn apply_remote(shared: &Shared, updates: Vec<(String, Option<Mode>, Change)>) {
     let _one_at_a_time = shared.reload_lock.lock().await;
-    let old = shared.overrides.load_full();
-    let mut new = (*old).clone();
-    for (route, mode, _) in &updates {
-        match mode {
-            Some(m) => new.insert(route.clone(), *m),
-            None => new.remove(route),
-        };
-    }
-    if new == *old {
-        return;
-    }
     let file = shared.file_config.load_full();
-    match routing::build(&effective(&file, &new), &shared.schema_ids).await {
-        Ok(table) => {
-            shared.overrides.store(Arc::new(new));
-            shared.install(table);
-            for (route, mode, origin) in updates {
-                if old.get(&route) == mode.as_ref() {
-                    continue;
-                }
-                let mut change = Change::now(
-                    origin.as_ref().map_or("unknown", |c| c.by.as_str()),
-                    "replica",
-                    Some(&route),
+    for (route, mode, origin) in updates {
+        let superseded = shared
+            .last_change
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&route).cloned())
+            .is_some_and(|last| last >= origin.id);
+        if superseded {
+            continue;
+        }
+        let old = shared.overrides.load_full();
+        let mut new = (*old).clone();
+        match mode {
+            Some(m) => new.insert(route.clone(), m),
+            None => new.remove(&route),
+        };
+        if let Ok(mut last) = shared.last_change.lock() {
+            last.insert(route.clone(), origin.id.clone());
+        }
+        if new == *old {
+            continue;
+        }
+        let effective_mode = |o: &Overrides| {
+            o.get(&route).copied().or_else(|| {
+                file.config
+                    .routes
+                    .iter()
+                    .find(|r| r.name == route)
+                    .map(|r| r.mode)
+            })
+        };
+        let mut change = Change::now(&origin.by, "replica", Some(&route));
+        change.before = mode_name(effective_mode(&old));
+        change.after = mode_name(effective_mode(&new));
+        match routing::build(&effective(&file, &new), &shared.schema_ids).await {
+            Ok(table) => {
+                shared.overrides.store(Arc::new(new));
+                shared.install(table);
+                change.detail = Some(format!(
+                    "applied from the control topic (change {})",
+                    origin.id
+                ));
+            }
+            Err(problems) => {
+                change.after = change.before.clone();
+                change.detail = Some(format!(
+                    "refused flip {} from the control topic: {}",
+                    origin.id,
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+                tracing::error!(
+                    route,
+                    detail = change.detail.as_deref().unwrap_or(""),
+                    "control topic flip refused"
                 );
-                change.before = mode_name(old.get(&route).copied());
-                change.after = mode_name(mode);
-                change.detail =
-                    origin.map(|c| format!("applied from the control topic (change {})", c.id));
-                shared.audit.record(change);
             }
         }
-        Err(problems) => {
-            let mut change = Change::now("control-topic", "replica", None);
-            change.detail = Some(format!(
-                "refused flips from the control topic: {}",
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ));
-            tracing::error!(
-                detail = change.detail.as_deref().unwrap_or(""),
-                "control topic flip refused"
-            );
-            shared.audit.record(change);
-        }
+        shared.audit.record(change);
     }
 }

@@ -2,16 +2,17 @@
 //! compacted) and every replica consumes it from the beginning, so a fleet
 //! flips together and a restarted replica rebuilds its overrides.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::audit::Change;
-use crate::config::Mode;
+use crate::config::{KafkaConfig, Mode};
 use crate::events::{OutgoingEvent, Publisher};
 use crate::state::Shared;
 
@@ -65,19 +66,15 @@ impl ControlChannel {
 }
 
 /// Creates the compacted control topic and the audit topic when missing.
-pub async fn ensure_topics(
-    bootstrap: &str,
-    control: &str,
-    audit: &str,
-    replication: i32,
-) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = crate::events::client_config(kafka, bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
-    let compacted = NewTopic::new(control, 1, TopicReplication::Fixed(replication))
+    let rf = kafka.control_replication_factor;
+    // One partition: a single log orders every flip.
+    let compacted = NewTopic::new(&kafka.control_topic, 1, TopicReplication::Fixed(rf))
         .set("cleanup.policy", "compact");
-    let kept = NewTopic::new(audit, 1, TopicReplication::Fixed(replication));
+    let kept = NewTopic::new(&kafka.audit_topic, 1, TopicReplication::Fixed(rf));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics([&compacted, &kept], &options)
@@ -93,17 +90,53 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Partitions of `topic` with their low and high watermarks, waiting (up to
+/// `patience`) for a topic that was just created to show up.
+fn partitions(
+    consumer: &StreamConsumer,
+    topic: &str,
+    patience: Duration,
+) -> Result<Vec<(i32, i64, i64)>, String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let found = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if let Some(t) = found {
+            return t
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                        .map_err(|e| e.to_string())?;
+                    Ok((p.id(), low, high))
+                })
+                .collect();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("topic {topic} has no readable partitions"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Reads the control topic from the beginning, applies what it holds, then
-/// keeps applying new flips in the background. Returns once caught up (or
-/// after `catch_up` elapsed, with a warning).
+/// keeps applying new flips in the background. Returns once caught up; a
+/// topic that cannot be read is an error (the replica would otherwise miss
+/// every flip of the fleet).
 pub async fn follow(
     shared: Arc<Shared>,
+    kafka: &KafkaConfig,
     bootstrap: &str,
-    topic: &str,
     catch_up: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let topic = kafka.control_topic.clone();
+    let consumer: StreamConsumer = crate::events::client_config(kafka, bootstrap)
         .set(
             "group.id",
             format!("gateway-control-{}", uuid::Uuid::now_v7()),
@@ -113,48 +146,36 @@ pub async fn follow(
         .create()
         .map_err(|e| e.to_string())?;
     let (consumer, ends) = {
-        let topic = topic.to_string();
+        let topic = topic.clone();
         tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let md = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
+            let parts = partitions(&consumer, &topic, catch_up)?;
             let mut tpl = TopicPartitionList::new();
-            let mut ends = Vec::new();
-            for t in md.topics().iter().filter(|t| t.name() == topic) {
-                for p in t.partitions() {
-                    tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                        .map_err(|e| e.to_string())?;
-                    let (_, high) = consumer
-                        .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
-                        .map_err(|e| e.to_string())?;
-                    ends.push((p.id(), high));
-                }
+            for (p, _, _) in &parts {
+                tpl.add_partition_offset(&topic, *p, Offset::Beginning)
+                    .map_err(|e| e.to_string())?;
             }
             consumer.assign(&tpl).map_err(|e| e.to_string())?;
-            Ok((consumer, ends))
+            Ok((consumer, parts))
         })
         .await
         .map_err(|e| e.to_string())??
     };
 
-    // Catch up: the latest flip per route, applied in one rebuild.
-    let mut latest: std::collections::BTreeMap<String, (Option<Mode>, Option<Change>)> =
-        Default::default();
-    let mut reached: std::collections::HashMap<i32, i64> =
-        ends.iter().map(|(p, _)| (*p, 0)).collect();
+    // Catch up: the newest flip per route (change ids are time-ordered),
+    // applied in one go.
+    let mut latest: BTreeMap<String, Flip> = BTreeMap::new();
+    let mut reached: HashMap<i32, i64> = ends.iter().map(|(p, low, _)| (*p, *low)).collect();
     let deadline = Instant::now() + catch_up;
-    let done = |reached: &std::collections::HashMap<i32, i64>| {
+    let done = |reached: &HashMap<i32, i64>| {
         ends.iter()
-            .all(|(p, high)| reached.get(p).copied().unwrap_or(0) >= *high)
+            .all(|(p, _, high)| reached.get(p).copied().unwrap_or(0) >= *high)
     };
     while !done(&reached) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            tracing::warn!(
-                topic,
-                "control topic not read to its end in time; continuing to follow it"
-            );
-            break;
+            return Err(format!(
+                "control topic {topic} not read to its end within {catch_up:?}"
+            ));
         }
         match tokio::time::timeout(left, consumer.recv()).await {
             Ok(Ok(m)) => {
@@ -163,7 +184,12 @@ pub async fn follow(
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Flip>(p).ok())
                 {
-                    latest.insert(flip.route, (flip.mode, Some(flip.change)));
+                    let newer = latest
+                        .get(&flip.route)
+                        .is_none_or(|old| old.change.id < flip.change.id);
+                    if newer {
+                        latest.insert(flip.route.clone(), flip);
+                    }
                 }
             }
             Ok(Err(e)) => tracing::warn!(topic, error = %e, "control topic read failed"),
@@ -171,21 +197,20 @@ pub async fn follow(
         }
     }
     if !latest.is_empty() {
-        let updates = latest.into_iter().map(|(r, (m, c))| (r, m, c)).collect();
+        let updates = latest
+            .into_values()
+            .map(|f| (f.route, f.mode, f.change))
+            .collect();
         super::apply_remote(&shared, updates).await;
     }
 
-    let topic = topic.to_string();
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {
                 Ok(m) => match m.payload().map(serde_json::from_slice::<Flip>) {
                     Some(Ok(flip)) => {
-                        super::apply_remote(
-                            &shared,
-                            vec![(flip.route, flip.mode, Some(flip.change))],
-                        )
-                        .await;
+                        super::apply_remote(&shared, vec![(flip.route, flip.mode, flip.change)])
+                            .await;
                     }
                     Some(Err(e)) => {
                         tracing::warn!(topic = %topic, error = %e, "unreadable control message skipped")

@@ -82,7 +82,12 @@ impl Tokens {
         if !self.enabled() {
             return Err(Denied::Disabled);
         }
-        let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let given = authorization.and_then(|h| {
+            let (scheme, token) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
+        let Some(given) = given else {
             return Err(Denied::Missing);
         };
         self.by_name
@@ -107,6 +112,11 @@ mod tests {
         let t = Tokens::from_pairs([("alice", "s3cret"), ("ci", "other")]);
         assert_eq!(t.authorize(Some("Bearer s3cret")), Ok("alice".into()));
         assert_eq!(t.authorize(Some("Bearer other")), Ok("ci".into()));
+        assert_eq!(
+            t.authorize(Some("bearer other")),
+            Ok("ci".into()),
+            "scheme is case-insensitive"
+        );
         assert_eq!(t.authorize(Some("Bearer nope")), Err(Denied::Wrong));
         assert_eq!(t.authorize(Some("Basic abc")), Err(Denied::Missing));
         assert_eq!(t.authorize(None), Err(Denied::Missing));

@@ -8,6 +8,20 @@ pub mod spool;
 
 pub use producer::{Delivered, PublishError, Publisher};
 
+/// A librdkafka client config with the user's `kafka.properties` (security,
+/// timeouts...) and the given bootstrap, for every client the gateway makes.
+pub fn client_config(
+    config: &crate::config::KafkaConfig,
+    bootstrap: &str,
+) -> rdkafka::ClientConfig {
+    let mut cc = rdkafka::ClientConfig::new();
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", bootstrap);
+    cc
+}
+
 /// A Kafka record ready to send: everything is already encoded, so it can be
 /// published, spooled and re-published without the schema.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -88,12 +87,8 @@ pub struct Publisher {
 impl Publisher {
     /// Creates the producer. `bootstrap` is the resolved broker list.
     pub fn new(config: &KafkaConfig, bootstrap: &str) -> Result<Self, KafkaError> {
-        let mut cc = ClientConfig::new();
-        for (k, v) in &config.properties {
-            cc.set(k, v);
-        }
-        cc.set("bootstrap.servers", bootstrap)
-            .set("acks", "all")
+        let mut cc = super::client_config(config, bootstrap);
+        cc.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", config.publish_timeout_ms.to_string())
             .set(

@@ -64,7 +64,12 @@ pub async fn to_file(path: &Path, changes: &[(String, Mode)]) -> Result<(), Vec<
             .iter_mut()
             .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))
             .ok_or_else(|| vec![format!("route {name} is not in {}", path.display())])?;
-        table["mode"] = toml_edit::value(mode.as_str());
+        // Keep the spacing and any trailing comment of the old value.
+        let mut value = toml_edit::Value::from(mode.as_str());
+        if let Some(old) = table.get("mode").and_then(|i| i.as_value()) {
+            *value.decor_mut() = old.decor().clone();
+        }
+        table["mode"] = toml_edit::Item::Value(value);
     }
     let tmp = path.with_extension("toml.plan-tmp");
     std::fs::write(&tmp, doc.to_string()).map_err(|e| vec![format!("{}: {e}", tmp.display())])?;

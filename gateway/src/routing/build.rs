@@ -78,7 +78,7 @@ impl SchemaIds {
             .map_err(|e| e.to_string())?;
         if !incompatible.is_empty() {
             return Err(format!(
-                "{} is incompatible with the latest version under subject {subject}: {}",
+                "{} is incompatible with what subject {subject} holds, at its compatibility level: {}",
                 schema.full_name,
                 incompatible.join("; ")
             ));

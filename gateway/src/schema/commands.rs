@@ -396,7 +396,15 @@ pub fn diff(schemas_dir: &Path, record: &str, from: Option<u32>, to: Option<u32>
     };
     let mut lines = vec![format!("{record}: v{from} → v{to}")];
     let mut changes = Vec::new();
-    diff_node(&om, &nm, &om.root, &nm.root, "$", &mut changes);
+    diff_node(
+        &om,
+        &nm,
+        &om.root,
+        &nm.root,
+        "$",
+        &mut changes,
+        &mut Default::default(),
+    );
     if changes.is_empty() {
         changes.push("  no structural change".into());
     }
@@ -426,13 +434,25 @@ pub fn diff(schemas_dir: &Path, record: &str, from: Option<u32>, to: Option<u32>
     Outcome { code: 0, lines }
 }
 
-fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut Vec<String>) {
+fn diff_node(
+    om: &Model,
+    nm: &Model,
+    o: &Node,
+    n: &Node,
+    path: &str,
+    out: &mut Vec<String>,
+    seen: &mut std::collections::HashSet<(String, String)>,
+) {
     use super::compat::model_named as named;
     match (o, n) {
         (Node::Named(on), Node::Named(nn)) => {
             let (Some(ot), Some(nt)) = (om.get(on), nm.get(nn)) else {
                 return;
             };
+            // Each pair of named types once: recursive records end.
+            if !seen.insert((on.clone(), nn.clone())) {
+                return;
+            }
             if ot.full_name != nt.full_name {
                 out.push(format!(
                     "  {path}: renamed {} → {}",
@@ -466,7 +486,7 @@ fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut V
                                         if f.has_default { "added" } else { "removed" }
                                     ));
                                 }
-                                diff_node(om, nm, &old.node, &f.node, &p, out);
+                                diff_node(om, nm, &old.node, &f.node, &p, out, seen);
                             }
                         }
                     }
@@ -511,8 +531,10 @@ fn diff_node(om: &Model, nm: &Model, o: &Node, n: &Node, path: &str, out: &mut V
                 _ => {}
             }
         }
-        (Node::Array(a), Node::Array(b)) => diff_node(om, nm, a, b, &format!("{path}[]"), out),
-        (Node::Map(a), Node::Map(b)) => diff_node(om, nm, a, b, &format!("{path}{{}}"), out),
+        (Node::Array(a), Node::Array(b)) => {
+            diff_node(om, nm, a, b, &format!("{path}[]"), out, seen)
+        }
+        (Node::Map(a), Node::Map(b)) => diff_node(om, nm, a, b, &format!("{path}{{}}"), out, seen),
         _ => {
             let (a, b) = (describe(o), describe(n));
             if a != b {

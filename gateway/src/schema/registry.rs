@@ -161,16 +161,17 @@ impl RegistryClient {
         }
     }
 
-    /// The registry's verdict for `schema` against the subject's latest
-    /// version under the subject's level: empty when compatible (or when the
-    /// subject does not exist yet), else the registry's messages.
+    /// The registry's verdict for `schema` against the subject's versions
+    /// under the subject's level (every version for a transitive level):
+    /// empty when compatible (or when the subject does not exist yet), else
+    /// the registry's messages.
     pub async fn incompatibilities(
         &self,
         subject: &str,
         schema: &str,
     ) -> Result<Vec<String>, RegistryError> {
         let url = format!(
-            "{}/compatibility/subjects/{}/versions/latest?verbose=true",
+            "{}/compatibility/subjects/{}/versions?verbose=true",
             self.base, subject
         );
         match self

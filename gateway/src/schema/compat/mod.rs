@@ -129,7 +129,9 @@ impl std::str::FromStr for Level {
 struct Checker<'a> {
     r: &'a Model,
     w: &'a Model,
-    /// (reader, writer) record pairs under check, for recursive types.
+    /// (reader, writer) record pairs under check or already checked: each
+    /// pair is resolved once (recursive types end, shared types do not
+    /// multiply the work, and each finding is reported once).
     seen: HashSet<(String, String)>,
     out: Vec<Incompatibility>,
 }
@@ -282,8 +284,8 @@ impl<'a> Checker<'a> {
         match (&rn.def, &wn.def) {
             (Def::Record { fields: rf }, Def::Record { fields: wf }) => {
                 let pair = (rn.full_name.clone(), wn.full_name.clone());
-                if !self.seen.insert(pair.clone()) {
-                    return; // already being checked further up: recursion
+                if !self.seen.insert(pair) {
+                    return;
                 }
                 for field in rf {
                     let field_path = format!("{path}.{}", field.name);
@@ -301,7 +303,6 @@ impl<'a> Checker<'a> {
                         ),
                     }
                 }
-                self.seen.remove(&pair);
             }
             (
                 Def::Enum {

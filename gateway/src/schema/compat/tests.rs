@@ -516,3 +516,18 @@ fn levels_parse_in_the_registry_spelling() {
     assert_eq!("full".parse::<Level>(), Ok(Level::Full));
     assert!("SIDEWAYS".parse::<Level>().is_err());
 }
+
+#[test]
+fn shared_nested_types_are_checked_once_not_exponentially() {
+    // R0 has two fields of type R1, R1 two of R2, ... : 2^30 paths, 31 types.
+    let mut schema =
+        r#"{"type":"record","name":"R30","fields":[{"name":"v","type":"int"}]}"#.to_string();
+    for i in (0..30).rev() {
+        schema = format!(
+            r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{schema}}},{{"name":"b","type":"R{}"}}]}}"#,
+            i + 1
+        );
+    }
+    let m = model(&schema);
+    assert!(can_read(&m, &m).is_empty());
+}
