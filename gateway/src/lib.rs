@@ -6,6 +6,7 @@
 //! [`modes`] (passthrough / dual-write / async) → [`upstream`] or
 //! [`events`]; [`problem`] turns every failure into a response.
 
+pub mod adapter;
 pub mod admin;
 pub mod config;
 pub mod control;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod modes;
+pub mod operations;
 pub mod plan;
 pub mod problem;
 pub mod reload;

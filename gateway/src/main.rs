@@ -35,6 +35,23 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
         config: PathBuf,
     },
+    /// Event→HTTP adapters: deliver a topic's events to a legacy service.
+    Adapter {
+        #[command(subcommand)]
+        command: AdapterCommand,
+        /// The routes file (its [[adapters]]).
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "routes.toml",
+            env = "GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Kafka bootstrap (default: kafka.bootstrap).
+        #[arg(long, global = true)]
+        kafka: Option<String>,
+    },
     /// The migration plan: phase status, diffs, apply and rollback.
     Plan {
         #[command(subcommand)]
@@ -80,6 +97,22 @@ enum Command {
         /// Do not print the events that reach Kafka (for load runs).
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdapterCommand {
+    /// Run an adapter until Ctrl-C or SIGTERM.
+    Run {
+        /// Adapter name in [[adapters]].
+        #[arg(long)]
+        name: String,
+    },
+    /// Send the adapter's dead letters back to its topic.
+    Redrive {
+        /// Adapter name in [[adapters]].
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -184,6 +217,11 @@ fn main() -> ExitCode {
             Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
             Command::Check { config } => check(config).await,
             Command::Schemas { command } => schemas(command).await,
+            Command::Adapter {
+                command,
+                config,
+                kafka,
+            } => adapter(command, config, kafka).await,
             Command::Plan {
                 command,
                 config,
@@ -224,6 +262,52 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn adapter(
+    command: AdapterCommand,
+    config: PathBuf,
+    kafka: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let loaded = gateway::config::LoadedConfig::read(&config)?;
+    let bootstrap = kafka.unwrap_or_else(|| loaded.config.kafka.bootstrap.clone());
+    if bootstrap == "embedded" {
+        anyhow::bail!("an adapter needs a real Kafka: pass --kafka HOST:PORT (gateway demo runs its adapters itself)");
+    }
+    match command {
+        AdapterCommand::Run { name } => {
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let run = gateway::adapter::run(&loaded, &name, &bootstrap, rx);
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => r?,
+                _ = shutdown_signal() => {
+                    let _ = stop.send(true);
+                    run.await?;
+                }
+            }
+        }
+        AdapterCommand::Redrive { name } => {
+            let n = gateway::adapter::redrive(&loaded, &name, &bootstrap).await?;
+            println!("re-drove {n} dead letter(s) of adapter {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -116,7 +116,11 @@ impl Gateway {
                 .routes
                 .iter()
                 .filter_map(|r| r.topic.clone())
-                .chain([c.kafka.control_topic.clone(), c.kafka.audit_topic.clone()])
+                .chain([
+                    c.kafka.control_topic.clone(),
+                    c.kafka.audit_topic.clone(),
+                    c.kafka.operations_topic.clone(),
+                ])
                 .collect();
             let e = EmbeddedKafka::start(topics).map_err(StartError::Kafka)?;
             tracing::warn!(
@@ -222,9 +226,14 @@ impl Gateway {
             listener::serve(admin, admin_router, stop_rx, max_connections),
         ];
 
+        let operations =
+            crate::operations::follow(shared.clone(), &kafka, &bootstrap).map_err(|e| {
+                StartError::Kafka(format!("operations topic {}: {e}", kafka.operations_topic))
+            })?;
         let mut background = vec![
             tokio::spawn(spool.run(publisher, metrics, retry_interval)),
             follower,
+            operations,
         ];
         if watch_config {
             match reload::watch(shared.clone(), config_path.to_path_buf()) {

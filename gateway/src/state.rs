@@ -63,7 +63,7 @@ pub struct Shared {
     /// Dual-write spool.
     pub spool: Arc<Spool>,
     /// Accepted async operations by id.
-    pub operations: moka::future::Cache<String, Accepted>,
+    pub operations: moka::future::Cache<String, Arc<crate::operations::Operation>>,
     /// (route, Idempotency-Key) → first answer.
     pub idempotency: moka::future::Cache<(String, String), IdempotentEntry>,
     /// Every schema id ever published with, for `/schemas/ids/{id}`.

@@ -47,6 +47,57 @@ pub struct Config {
     /// Who may change routes through the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Event→HTTP adapters: deliver a topic's events to a legacy service.
+    #[serde(default)]
+    pub adapters: Vec<AdapterConfig>,
+}
+
+/// `[[adapters]]`: consume a topic and call a legacy service for each event.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Name (`gateway adapter run --name …`, metrics, reports).
+    pub name: String,
+    /// Topic to consume.
+    pub topic: String,
+    /// Consumer group; `adapter-<name>` by default. Independent adapters
+    /// (inventory, notifications, data lake) use different groups, so each
+    /// receives every event.
+    pub group: Option<String>,
+    /// The `[upstreams.*]` to call.
+    pub upstream: String,
+    /// Method to call with; the original request's by default.
+    pub method: Option<String>,
+    /// Path to call; the original request's (from the event) by default.
+    pub path: Option<String>,
+    /// Deliveries tried before an event goes to `<topic>.dlq`.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay, in milliseconds (doubles, with full jitter).
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+impl AdapterConfig {
+    /// The consumer group.
+    pub fn group(&self) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("adapter-{}", self.name))
+    }
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+fn default_retry_initial_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
 }
 
 /// `[admin]`
@@ -145,6 +196,10 @@ pub struct KafkaConfig {
     /// an Avro event; never compacted.
     #[serde(default = "default_audit_topic")]
     pub audit_topic: String,
+    /// Topic where adapters (and new services) report the outcome of async
+    /// operations, keyed by operation id; feeds `GET /operations/{id}`.
+    #[serde(default = "default_operations_topic")]
+    pub operations_topic: String,
     /// Replication factor for the two topics above when the gateway creates
     /// them; -1 = the broker's default.
     #[serde(default = "default_replication")]
@@ -391,6 +446,9 @@ fn default_publish_timeout_ms() -> u64 {
 }
 fn default_control_topic() -> String {
     "gateway.control".into()
+}
+fn default_operations_topic() -> String {
+    "gateway.operations".into()
 }
 fn default_audit_topic() -> String {
     "gateway.audit".into()

@@ -79,6 +79,30 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.validate_globals(&mut problems);
+        let mut adapters = HashSet::new();
+        for a in &self.adapters {
+            if !adapters.insert(a.name.as_str()) {
+                problems.push(Problem::global(format!(
+                    "adapter {}: duplicate name",
+                    a.name
+                )));
+            }
+            if !self.upstreams.contains_key(&a.upstream) {
+                problems.push(Problem::global(format!(
+                    "adapter {}: upstream {:?} is not configured",
+                    a.name, a.upstream
+                )));
+            }
+            if a.max_attempts == 0 {
+                problems.push(Problem::global(format!(
+                    "adapter {}: max_attempts must be > 0",
+                    a.name
+                )));
+            }
+            if let Err(msg) = check_topic(&a.topic) {
+                problems.push(Problem::global(format!("adapter {}: {msg}", a.name)));
+            }
+        }
         let mut names = HashSet::new();
         for route in &self.routes {
             if !names.insert(route.name.as_str()) {

@@ -48,7 +48,15 @@ pub struct EventContext {
     pub traceparent: Option<String>,
     /// `Idempotency-Key` of the request, if any.
     pub idempotency_key: Option<String>,
+    /// The request's method and path (with query), so an adapter can
+    /// replay the original call to a service that is not migrated yet.
+    pub origin: Option<(String, String)>,
 }
+
+/// Header with the original request's method.
+pub const HEADER_METHOD: &str = "gateway-method";
+/// Header with the original request's path and query.
+pub const HEADER_PATH: &str = "gateway-path";
 
 impl OutgoingEvent {
     /// Builds the record with CloudEvents binary-mode headers.
@@ -74,6 +82,10 @@ impl OutgoingEvent {
         }
         if let Some(k) = &ctx.idempotency_key {
             headers.push(("idempotency-key".to_string(), k.clone()));
+        }
+        if let Some((method, path)) = &ctx.origin {
+            headers.push((HEADER_METHOD.to_string(), method.clone()));
+            headers.push((HEADER_PATH.to_string(), path.clone()));
         }
         Self {
             id,

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_declared_length, encode_event, event_context, read_body};
+use super::{check_declared_length, encode_event, event_context, origin, read_body};
 use crate::events::{OutgoingEvent, PublishError};
 use crate::problem::GatewayError;
 use crate::routing::{Limits, Route};
@@ -25,7 +25,8 @@ pub(super) async fn serve(
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, limits).await?;
-    let ctx = event_context(&parts.headers)?;
+    let mut ctx = event_context(&parts.headers)?;
+    ctx.origin = Some(origin(&parts));
     let event = encode_event(route, params, &bytes, &ctx)?;
     let fingerprint = ctx.idempotency_key.clone().map(|key| {
         // The same key on another resource of the route is another request.
@@ -123,7 +124,10 @@ async fn publish(
             };
             shared
                 .operations
-                .insert(accepted.id.clone(), accepted.clone())
+                .insert(
+                    accepted.id.clone(),
+                    crate::operations::Operation::accepted(accepted.clone()),
+                )
                 .await;
             Ok(accepted)
         }

@@ -34,6 +34,8 @@ pub(super) async fn serve(
         headers.remove("idempotency-key");
         event_context(&headers).unwrap_or_default()
     });
+    let mut ctx = ctx;
+    ctx.origin = Some(super::origin(&parts));
     // Encoded before the call, published only after a 2xx. The legacy service
     // stays the source of truth: a body it accepts is never refused here.
     let event = encode_event(route, params, &bytes, &ctx);

@@ -43,7 +43,8 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
 
     if request.method() == http::Method::GET {
         if let Some(id) = request.uri().path().strip_prefix(OPERATIONS_PREFIX) {
-            return operation_status(&shared, id, retry_after).await;
+            let wait = crate::operations::preferred_wait(request.headers());
+            return operation_status(&shared, id, wait, retry_after).await;
         }
     }
 
@@ -120,16 +121,19 @@ fn finish(
     response
 }
 
-async fn operation_status(shared: &Shared, id: &str, retry_after: u32) -> Response {
+async fn operation_status(
+    shared: &Shared,
+    id: &str,
+    wait: Option<std::time::Duration>,
+    retry_after: u32,
+) -> Response {
     match shared.operations.get(id).await {
-        Some(op) => axum::Json(serde_json::json!({
-            "id": op.id,
-            "status": "accepted",
-            "topic": op.topic,
-            "partition": op.partition,
-            "offset": op.offset,
-        }))
-        .into_response(),
+        Some(op) => {
+            if let Some(limit) = wait {
+                op.wait(limit).await;
+            }
+            axum::Json(op.to_json(id)).into_response()
+        }
         None => GatewayError::NoRoute {
             method: "GET".into(),
             path: format!("{OPERATIONS_PREFIX}{id} (unknown or expired operation)"),
@@ -239,6 +243,15 @@ fn scalar_to_key(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// The request's method and path with query.
+pub(crate) fn origin(parts: &http::request::Parts) -> (String, String) {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    (parts.method.to_string(), path)
+}
+
 /// Longest `Idempotency-Key` accepted (it is kept in memory and copied
 /// into every event's headers).
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -264,6 +277,7 @@ pub(crate) fn event_context(headers: &http::HeaderMap) -> Result<EventContext, G
     Ok(EventContext {
         traceparent,
         idempotency_key,
+        origin: None,
     })
 }
 

@@ -87,6 +87,7 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
         properties: Default::default(),
         control_topic: "c".into(),
         audit_topic: "a".into(),
+        operations_topic: "o".into(),
         control_replication_factor: 1,
     };
     let publisher = Publisher::new(&config, kafka.bootstrap()).expect("producer");

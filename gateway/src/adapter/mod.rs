@@ -1,0 +1,507 @@
+//! The event→HTTP delivery adapter.
+//!
+//! - Consumes one topic in its own consumer group; every partition has a
+//!   worker, so a failing key holds back only its own partition.
+//! - Decodes the Avro value with the schema its id names, and calls the
+//!   legacy service with the original method, path and JSON body, plus
+//!   `Idempotency-Key: <ce_id>` and `traceparent`.
+//! - An offset is stored (and committed) only after the event was handled:
+//!   a 2xx, or a dead letter. Delivery is at least once; the idempotency key
+//!   makes repeats harmless.
+//! - 5xx, timeouts and connection failures are retried with exponential
+//!   backoff and full jitter, up to `max_attempts`; 4xx answers, undecodable
+//!   events and exhausted retries go to `<topic>.dlq` with the error in
+//!   headers. Each outcome is reported on the operations topic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{AdapterConfig, LoadedConfig};
+use crate::events::{OutgoingEvent, Publisher, HEADER_METHOD, HEADER_PATH};
+use crate::operations::Report;
+use crate::schema::{confluent_unframe, Catalog, EventSchema};
+use crate::upstream::{HttpClient, Upstream};
+use axum::body::Body;
+use http_body_util::BodyExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use tokio::sync::{mpsc, watch};
+
+/// Header on dead letters: why.
+pub const DLQ_ERROR: &str = "dlq-error";
+/// Header on dead letters: attempts made.
+pub const DLQ_ATTEMPTS: &str = "dlq-attempts";
+/// Header on dead letters: the adapter.
+pub const DLQ_ADAPTER: &str = "dlq-adapter";
+
+/// Why the adapter could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// Configuration problem.
+    #[error("{0}")]
+    Config(String),
+    /// Kafka client problem.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+struct Ctx {
+    config: AdapterConfig,
+    upstream: Upstream,
+    http: HttpClient,
+    schemas: HashMap<u32, Arc<EventSchema>>,
+    publisher: Publisher,
+    operations_topic: String,
+    consumer: Arc<StreamConsumer>,
+    stop: watch::Receiver<bool>,
+    metrics: crate::metrics::Metrics,
+}
+
+/// Runs the adapter `name` from `loaded` against `bootstrap` until `stop`
+/// turns true; in-flight events finish or are left for redelivery.
+pub async fn run(
+    loaded: &LoadedConfig,
+    name: &str,
+    bootstrap: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<(), AdapterError> {
+    let c = &loaded.config;
+    let config = c
+        .adapters
+        .iter()
+        .find(|a| a.name == name)
+        .cloned()
+        .ok_or_else(|| AdapterError::Config(format!("no adapter named {name} in [[adapters]]")))?;
+    let upstream_config = c.upstreams.get(&config.upstream).ok_or_else(|| {
+        AdapterError::Config(format!(
+            "adapter {name}: unknown upstream {}",
+            config.upstream
+        ))
+    })?;
+    let upstream =
+        Upstream::new(&config.upstream, upstream_config).map_err(AdapterError::Config)?;
+    let catalog = Catalog::load(&loaded.schemas_dir()).map_err(|p| {
+        AdapterError::Config(
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    // Every version's id, so events written with any of them decode.
+    let mut schemas = HashMap::new();
+    for record in catalog.records() {
+        for s in catalog.history(record).into_iter().flat_map(|h| h.values()) {
+            schemas.insert(s.local_id(), s.clone());
+        }
+    }
+    let publisher =
+        Publisher::new(&c.kafka, bootstrap).map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let consumer: StreamConsumer = crate::events::client_config(&c.kafka, bootstrap)
+        .set("group.id", config.group())
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    consumer
+        .subscribe(&[&config.topic])
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let consumer = Arc::new(consumer);
+    let ctx = Arc::new(Ctx {
+        config,
+        upstream,
+        http: crate::upstream::client(),
+        schemas,
+        publisher,
+        operations_topic: c.kafka.operations_topic.clone(),
+        consumer: consumer.clone(),
+        stop: stop.clone(),
+        metrics: crate::metrics::Metrics::new(),
+    });
+    tracing::info!(adapter = name, topic = %ctx.config.topic, group = %ctx.config.group(), "adapter running");
+
+    let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut handles = Vec::new();
+    let mut stop = stop;
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => m,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let m = match message {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(adapter = name, error = %e, "consume failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let partition = m.partition();
+        let sender = workers.entry(partition).or_insert_with(|| {
+            // Bounded: a partition whose service is down fills its queue and
+            // then holds back consumption instead of growing without limit.
+            let (tx, rx) = mpsc::channel(1_000);
+            handles.push(tokio::spawn(partition_worker(ctx.clone(), rx)));
+            tx
+        });
+        if sender.send(m).await.is_err() {
+            break;
+        }
+    }
+    drop(workers);
+    for h in handles {
+        let _ = h.await;
+    }
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    Ok(())
+}
+
+async fn partition_worker(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<OwnedMessage>) {
+    while let Some(m) = rx.recv().await {
+        if !handle(&ctx, &m).await {
+            // Stopping: leave this and later events for redelivery.
+            return;
+        }
+        if let Err(e) = ctx
+            .consumer
+            .store_offset(m.topic(), m.partition(), m.offset())
+        {
+            tracing::warn!(adapter = %ctx.config.name, error = %e, "offset not stored; the event may be delivered again");
+        }
+    }
+}
+
+fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    m.headers().and_then(|hs| {
+        hs.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+enum Attempt {
+    Delivered(u16, serde_json::Value),
+    Refused(u16, String),
+    Retry(String),
+}
+
+/// Handles one event until it is delivered or dead-lettered. Returns false
+/// when the adapter is stopping and the event was left for redelivery.
+async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
+    let id = header(m, "ce_id").unwrap_or_default();
+    let body = match decode(ctx, m) {
+        Ok(b) => b,
+        Err(e) => {
+            dead_letter(ctx, m, &e, 0).await;
+            report(ctx, &id, "failed", serde_json::json!({ "error": e })).await;
+            return true;
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match deliver(ctx, m, &id, &body).await {
+            Attempt::Delivered(status, response) => {
+                report(
+                    ctx,
+                    &id,
+                    "completed",
+                    serde_json::json!({ "status": status, "body": response }),
+                )
+                .await;
+                return true;
+            }
+            Attempt::Refused(status, text) => {
+                let error = format!("legacy service answered {status}: {text}");
+                dead_letter(ctx, m, &error, attempt).await;
+                report(
+                    ctx,
+                    &id,
+                    "failed",
+                    serde_json::json!({ "status": status, "error": error }),
+                )
+                .await;
+                return true;
+            }
+            Attempt::Retry(error) if attempt >= ctx.config.max_attempts => {
+                let error = format!("gave up after {attempt} attempts: {error}");
+                dead_letter(ctx, m, &error, attempt).await;
+                report(ctx, &id, "failed", serde_json::json!({ "error": error })).await;
+                return true;
+            }
+            Attempt::Retry(error) => {
+                let delay = backoff(&ctx.config, attempt);
+                tracing::debug!(adapter = %ctx.config.name, id, attempt, ?delay, error, "delivery failed; retrying");
+                let mut stop = ctx.stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => return false,
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(config: &AdapterConfig, attempt: u32) -> Duration {
+    let ceiling = config
+        .retry_initial_ms
+        .saturating_mul(1 << attempt.min(20))
+        .min(config.retry_max_ms)
+        .max(1);
+    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+}
+
+fn decode(ctx: &Ctx, m: &OwnedMessage) -> Result<serde_json::Value, String> {
+    let value = m.payload().ok_or("event without a value")?;
+    let (id, datum) =
+        confluent_unframe(value).ok_or("value is not in the Confluent wire format")?;
+    let schema = ctx
+        .schemas
+        .get(&id)
+        .ok_or_else(|| format!("unknown schema id {id}"))?;
+    let avro = schema.decode(datum)?;
+    serde_json::Value::try_from(avro).map_err(|e| e.to_string())
+}
+
+async fn deliver(ctx: &Ctx, m: &OwnedMessage, id: &str, body: &serde_json::Value) -> Attempt {
+    let method = ctx
+        .config
+        .method
+        .clone()
+        .or_else(|| header(m, HEADER_METHOD))
+        .unwrap_or_else(|| "POST".into());
+    let path = ctx
+        .config
+        .path
+        .clone()
+        .or_else(|| header(m, HEADER_PATH))
+        .unwrap_or_else(|| "/".into());
+    let mut request = http::Request::builder()
+        .method(method.as_str())
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", id);
+    if let Some(tp) = header(m, "traceparent") {
+        request = request.header("traceparent", tp);
+    }
+    let request = match request.body(Body::from(body.to_string())) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Refused(0, e.to_string()),
+    };
+    let forwarding = crate::upstream::Forwarding {
+        client_addr: None,
+        trust_incoming: true,
+    };
+    match ctx
+        .upstream
+        .call(&ctx.http, &ctx.metrics, request, forwarding)
+        .await
+    {
+        Ok(response) => {
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if status.is_success() {
+                let json =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(text));
+                Attempt::Delivered(status.as_u16(), json)
+            } else if status.is_client_error()
+                && status != http::StatusCode::TOO_MANY_REQUESTS
+                && status != http::StatusCode::REQUEST_TIMEOUT
+            {
+                Attempt::Refused(status.as_u16(), text)
+            } else {
+                Attempt::Retry(format!("{status}: {text}"))
+            }
+        }
+        Err(e) => Attempt::Retry(e.to_string()),
+    }
+}
+
+async fn dead_letter(ctx: &Ctx, m: &OwnedMessage, error: &str, attempts: u32) {
+    let mut headers: Vec<(String, String)> = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    headers.push((DLQ_ERROR.into(), error.chars().take(1000).collect()));
+    headers.push((DLQ_ATTEMPTS.into(), attempts.to_string()));
+    headers.push((DLQ_ADAPTER.into(), ctx.config.name.clone()));
+    let event = OutgoingEvent {
+        id: header(m, "ce_id").unwrap_or_default(),
+        route: ctx.config.name.clone(),
+        topic: dlq_topic(m.topic()),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        headers,
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    };
+    // Never lose it: keep trying until the dead letter is in Kafka.
+    loop {
+        match ctx.publisher.publish(&event).await {
+            Ok(_) => {
+                tracing::warn!(adapter = %ctx.config.name, id = %event.id, error, "event dead-lettered");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(adapter = %ctx.config.name, error = %e, "dead letter not accepted; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn report(ctx: &Ctx, id: &str, status: &str, result: serde_json::Value) {
+    if id.is_empty() {
+        return;
+    }
+    let report = Report {
+        id: id.to_string(),
+        status: status.to_string(),
+        result: Some(result),
+        by: ctx.config.name.clone(),
+    };
+    let Ok(payload) = serde_json::to_vec(&report) else {
+        return;
+    };
+    let event = OutgoingEvent {
+        id: id.to_string(),
+        route: ctx.config.name.clone(),
+        topic: ctx.operations_topic.clone(),
+        key: id.to_string(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        payload,
+    };
+    if let Err(e) = ctx.publisher.publish(&event).await {
+        tracing::warn!(adapter = %ctx.config.name, id, error = %e, "operation report not published");
+    }
+}
+
+/// Sends every dead letter of adapter `name` back to its topic (without the
+/// `dlq-*` headers), so the adapter delivers it again. Returns how many.
+pub async fn redrive(
+    loaded: &LoadedConfig,
+    name: &str,
+    bootstrap: &str,
+) -> Result<usize, AdapterError> {
+    let c = &loaded.config;
+    let config =
+        c.adapters.iter().find(|a| a.name == name).ok_or_else(|| {
+            AdapterError::Config(format!("no adapter named {name} in [[adapters]]"))
+        })?;
+    let dlq = dlq_topic(&config.topic);
+    let publisher =
+        Publisher::new(&c.kafka, bootstrap).map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let consumer: StreamConsumer = crate::events::client_config(&c.kafka, bootstrap)
+        .set("group.id", format!("{}-redrive", config.group()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    // Everything present now, up to the high watermarks read at the start.
+    let md = consumer
+        .fetch_metadata(Some(&dlq), Duration::from_secs(10))
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let mut ends = HashMap::new();
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == dlq && t.error().is_none())
+    {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(&dlq, p.id(), Duration::from_secs(10))
+                .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    if ends.values().all(|h| *h == 0) {
+        return Ok(0);
+    }
+    consumer
+        .subscribe(&[&dlq])
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, high)| done.get(p).copied().unwrap_or(-1) + 1 < *high)
+    {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => m.detach(),
+            Ok(Err(e)) => return Err(AdapterError::Kafka(e.to_string())),
+            // Committed offsets may already be past the end: nothing left.
+            Err(_) => break,
+        };
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| !h.key.starts_with("dlq-"))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let event = OutgoingEvent {
+            id: header(&m, "ce_id").unwrap_or_default(),
+            route: name.to_string(),
+            topic: config.topic.clone(),
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            headers,
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        publisher
+            .publish(&event)
+            .await
+            .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+        consumer
+            .store_offset(m.topic(), m.partition(), m.offset())
+            .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+        done.insert(m.partition(), m.offset());
+        sent += 1;
+    }
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .or_else(|e| if sent == 0 { Ok(()) } else { Err(e) })
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    Ok(sent)
+}
