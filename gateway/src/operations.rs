@@ -133,7 +133,9 @@ pub fn follow(
             format!("gateway-operations-{}", uuid::Uuid::now_v7()),
         )
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
+        // From the start of what the topic keeps: a restarted replica learns
+        // the outcomes it missed (bounded by the cache's size and TTL).
+        .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .create()
         .map_err(|e| e.to_string())?;

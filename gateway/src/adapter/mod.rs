@@ -442,13 +442,25 @@ pub async fn redrive(
             ends.insert(p.id(), high);
         }
     }
-    if ends.values().all(|h| *h == 0) {
+    // Where this re-drive group stopped last time.
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition(&dlq, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| AdapterError::Kafka(e.to_string()))?;
+    let start = |p: i32| match committed.find_partition(&dlq, p).map(|e| e.offset()) {
+        Some(rdkafka::Offset::Offset(o)) => o,
+        _ => 0,
+    };
+    if ends.iter().all(|(p, high)| start(*p) >= *high) {
         return Ok(0);
     }
     consumer
         .subscribe(&[&dlq])
         .map_err(|e| AdapterError::Kafka(e.to_string()))?;
-    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut done: HashMap<i32, i64> = ends.keys().map(|p| (*p, start(*p) - 1)).collect();
     let mut sent = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while ends

@@ -75,9 +75,10 @@ pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), S
     let compacted = NewTopic::new(&kafka.control_topic, 1, TopicReplication::Fixed(rf))
         .set("cleanup.policy", "compact");
     let kept = NewTopic::new(&kafka.audit_topic, 1, TopicReplication::Fixed(rf));
+    let operations = NewTopic::new(&kafka.operations_topic, 1, TopicReplication::Fixed(rf));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .create_topics([&compacted, &kept], &options)
+        .create_topics([&compacted, &kept, &operations], &options)
         .await
         .map_err(|e| e.to_string())?;
     for r in results {
