@@ -52,10 +52,27 @@ pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow:
     if print_events {
         spawn_event_printer(&gateway.kafka_bootstrap, gateway.shared.clone())?;
     }
+    // The adapters of the routes file, in process.
+    let (stop_adapters, adapters_rx) = tokio::sync::watch::channel(false);
+    for adapter in &loaded.config.adapters {
+        let (loaded, name, bootstrap, rx) = (
+            loaded.clone(),
+            adapter.name.clone(),
+            gateway.kafka_bootstrap.clone(),
+            adapters_rx.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::adapter::run(&loaded, &name, &bootstrap, rx).await {
+                tracing::error!(adapter = %name, error = %e, "adapter stopped");
+            }
+        });
+    }
     print_walkthrough(gateway.public_addr, gateway.admin_addr, kafka == "embedded");
+    print_adapter_walkthrough(gateway.public_addr);
     print_plan_walkthrough(gateway.admin_addr, &gateway.kafka_bootstrap);
 
     tokio::signal::ctrl_c().await?;
+    let _ = stop_adapters.send(true);
     gateway.shutdown(Duration::from_secs(5)).await;
     Ok(ExitCode::SUCCESS)
 }
@@ -104,22 +121,69 @@ fn sample_service(name: &str) -> Router {
                     Json(json!({"userId": id, "name": "Ada", "source": "legacy users service"}))
                 }),
             ),
-        "inventory" => base.route(
-            "/inventory/{sku}",
-            get(|UrlPath(sku): UrlPath<String>| async move {
-                Json(json!({"sku": sku, "available": 7, "source": "legacy inventory service"}))
-            })
-            .put(
-                |UrlPath(sku): UrlPath<String>, Json(body): Json<Value>| async move {
-                    Json(json!({"sku": sku, "updated": body, "source": "legacy inventory service"}))
-                },
-            ),
-        ),
+        "inventory" => inventory_service(base),
         _ => base.fallback(move || {
             let label = label.clone();
             async move { Json(json!({"source": format!("legacy {label} service")})) }
         }),
     }
+}
+
+/// The sample inventory service. `POST /demo/down` and `/demo/up` simulate
+/// an outage.
+fn inventory_service(base: Router) -> Router {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d1, d2, d3) = (down.clone(), down.clone(), down);
+    base.route(
+        "/inventory/{sku}",
+        get(|UrlPath(sku): UrlPath<String>| async move {
+            Json(json!({"sku": sku, "available": 7, "source": "legacy inventory service"}))
+        })
+        .put(
+            |UrlPath(sku): UrlPath<String>, Json(body): Json<Value>| async move {
+                Json(json!({"sku": sku, "updated": body, "source": "legacy inventory service"}))
+            },
+        ),
+    )
+    .route(
+        "/inventory/reservations",
+        axum::routing::post(move |Json(body): Json<Value>| {
+            let down = d1.clone();
+            async move {
+                if down.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"error": "inventory is down"})),
+                    );
+                }
+                println!("[inventory] reserved stock for order {}", body["orderId"]);
+                (
+                    StatusCode::CREATED,
+                    Json(json!({"reserved": body["orderId"]})),
+                )
+            }
+        }),
+    )
+    .route(
+        "/demo/down",
+        axum::routing::post(move || {
+            let down = d2.clone();
+            async move {
+                down.store(true, std::sync::atomic::Ordering::Relaxed);
+                "inventory is now down\n"
+            }
+        }),
+    )
+    .route(
+        "/demo/up",
+        axum::routing::post(move || {
+            let down = d3.clone();
+            async move {
+                down.store(false, std::sync::atomic::Ordering::Relaxed);
+                "inventory is up again\n"
+            }
+        }),
+    )
 }
 
 fn spawn_event_printer(bootstrap: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
@@ -132,8 +196,7 @@ fn spawn_event_printer(bootstrap: &str, shared: Arc<Shared>) -> anyhow::Result<(
         .collect();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        // Stands in for the inventory service the checkout phase waits for.
-        .set("group.id", "inventory-service")
+        .set("group.id", "gateway-demo-printer")
         .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .create()?;
@@ -184,6 +247,20 @@ fn describe(m: &rdkafka::message::BorrowedMessage<'_>, shared: &Shared) -> Strin
 /// The demo's admin token (a real deployment configures its own).
 const DEMO_TOKEN: &str = "demo-token";
 
+fn print_adapter_walkthrough(public: SocketAddr) {
+    println!(
+        r#"The inventory adapter (routes.toml [[adapters]]) delivers each OrderCreated to the
+legacy inventory service. Orders keep being accepted while inventory is down:
+  curl -s -X POST http://127.0.0.1:7002/demo/down
+  curl -si -X POST http://{public}/orders -H 'content-type: application/json' \
+    -d '{{"orderId":"o-2001","customerId":"c-8","items":[],"totalCents":0}}'
+  curl -s http://{public}/operations/<id>                      # "accepted": inventory is down
+  curl -s -X POST http://127.0.0.1:7002/demo/up
+  curl -s -H 'Prefer: wait=10' http://{public}/operations/<id>  # "completed", with inventory's answer
+"#
+    );
+}
+
 fn print_plan_walkthrough(admin: SocketAddr, bootstrap: &str) {
     println!(
         r#"Running the migration (RFC-009 months) against this gateway:
@@ -194,7 +271,8 @@ fn print_plan_walkthrough(admin: SocketAddr, bootstrap: &str) {
   $P apply provision --dry-run                              # month 1: checks only
   $P apply user-registration                                # month 2
   $P apply checkout --skip-check consumer-group             # month 3 (the embedded
-                                                            # cluster cannot list groups)
+                                                            # cluster cannot list groups;
+                                                            # the inventory adapter is the group)
   curl -s http://{admin}/admin/audit
 "#
     );
