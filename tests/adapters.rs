@@ -367,3 +367,106 @@ async fn independent_adapters_each_receive_every_event_and_a_restart_loses_nothi
     again.stop().await;
     notify.stop().await;
 }
+
+#[tokio::test]
+async fn replay_delivers_a_time_window_to_a_new_service_and_resumes() {
+    use gateway::adapter::replay::{run, ReplayRequest, Target};
+    let orders = unique_topic("adapters.replay");
+    let gw = TestGateway::start(&shop(&orders, &[]))
+        .await
+        .expect("gateway");
+    let post = |customer: &'static str, seq: usize| {
+        let (http, base) = (gw.http.clone(), gw.base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/orders"))
+                .body(order(customer, seq))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(r.status(), 202);
+        }
+    };
+    for seq in 0..3 {
+        post("old", seq).await;
+    }
+    // Kafka timestamps have millisecond resolution: make "after" unambiguous.
+    let old_last = read_topic(&bootstrap(), &orders)
+        .await
+        .expect("topic")
+        .len();
+    assert_eq!(old_last, 3);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let window_start = jiff::Timestamp::now().to_string();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for seq in 0..4 {
+        post(if seq % 2 == 0 { "a" } else { "b" }, seq).await;
+    }
+
+    let target = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/backfill"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&target)
+        .await;
+    let loaded = gateway::config::LoadedConfig::read(&gw.config_path()).expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let request = |key: Option<&str>, dry_run: bool| ReplayRequest {
+        topic: orders.clone(),
+        from: window_start.clone(),
+        to: None,
+        key: key.map(str::to_string),
+        target: Target::Http(format!("{}/backfill", target.uri())),
+        rate: Some(1000),
+        dry_run,
+        resume: Some(dir.path().join("progress.json")),
+    };
+
+    let dry = run(&loaded, &bootstrap(), request(None, true))
+        .await
+        .expect("dry run");
+    assert_eq!((dry.total, dry.delivered), (4, 4));
+    assert!(
+        target
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty(),
+        "a dry run delivers nothing"
+    );
+
+    let only_a = run(
+        &loaded,
+        &bootstrap(),
+        ReplayRequest {
+            resume: None,
+            ..request(Some("a"), false)
+        },
+    )
+    .await
+    .expect("replay");
+    assert_eq!((only_a.delivered, only_a.skipped), (2, 2));
+
+    target.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/backfill"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&target)
+        .await;
+    let all = run(&loaded, &bootstrap(), request(None, false))
+        .await
+        .expect("replay");
+    assert_eq!(all.delivered, 4);
+    let got = calls(&target).await;
+    assert_eq!(got.len(), 4, "only the window: {got:?}");
+    assert!(
+        got.iter().all(|(k, _, c)| !k.is_empty() && c != "old"),
+        "{got:?}"
+    );
+
+    // The progress file makes a second run start where the first ended.
+    let again = run(&loaded, &bootstrap(), request(None, false))
+        .await
+        .expect("resume");
+    assert_eq!(again.delivered, 0);
+}

@@ -52,6 +52,46 @@ enum Command {
         #[arg(long, global = true)]
         kafka: Option<String>,
     },
+    /// Deliver a time window of a topic again: backfill a new service.
+    Replay {
+        /// The routes file (Kafka settings, schemas).
+        #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Kafka bootstrap (default: kafka.bootstrap).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Source topic.
+        #[arg(long)]
+        topic: String,
+        /// Start: an RFC 3339 time or a duration back from now (7d, 36h).
+        #[arg(long)]
+        from: String,
+        /// End, same forms (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only events with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Deliver each decoded event to this URL.
+        #[arg(
+            long,
+            conflicts_with = "target_topic",
+            required_unless_present = "target_topic"
+        )]
+        target: Option<String>,
+        /// Copy each record to this topic.
+        #[arg(long)]
+        target_topic: Option<String>,
+        /// Most events per second.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Count, deliver nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Progress file: resume from it and keep it current.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
     /// The migration plan: phase status, diffs, apply and rollback.
     Plan {
         #[command(subcommand)]
@@ -217,6 +257,51 @@ fn main() -> ExitCode {
             Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
             Command::Check { config } => check(config).await,
             Command::Schemas { command } => schemas(command).await,
+            Command::Replay {
+                config,
+                kafka,
+                topic,
+                from,
+                to,
+                key,
+                target,
+                target_topic,
+                rate,
+                dry_run,
+                resume,
+            } => {
+                use gateway::adapter::replay;
+                let loaded = gateway::config::LoadedConfig::read(&config)?;
+                let bootstrap = kafka.unwrap_or_else(|| loaded.config.kafka.bootstrap.clone());
+                let target = match (target, target_topic) {
+                    (Some(url), _) => replay::Target::Http(url),
+                    (None, Some(t)) => replay::Target::Topic(t),
+                    (None, None) => anyhow::bail!("--target or --target-topic is required"),
+                };
+                let request = replay::ReplayRequest {
+                    topic,
+                    from,
+                    to,
+                    key,
+                    target,
+                    rate,
+                    dry_run,
+                    resume,
+                };
+                let s = replay::run(&loaded, &bootstrap, request).await?;
+                println!(
+                    "{} {} of {} events in the window ({} skipped by --key)",
+                    if dry_run {
+                        "would deliver"
+                    } else {
+                        "delivered"
+                    },
+                    s.delivered,
+                    s.total,
+                    s.skipped
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Adapter {
                 command,
                 config,

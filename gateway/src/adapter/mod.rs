@@ -13,6 +13,8 @@
 //!   events and exhausted retries go to `<topic>.dlq` with the error in
 //!   headers. Each outcome is reported on the operations topic.
 
+pub mod replay;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
