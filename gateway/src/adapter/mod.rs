@@ -63,6 +63,9 @@ struct Ctx {
     consumer: Arc<StreamConsumer>,
     stop: watch::Receiver<bool>,
     metrics: crate::metrics::Metrics,
+    /// Schemas learnt from the registry by id (events written with registry ids).
+    registry: Option<crate::schema::registry::RegistryClient>,
+    learnt: std::sync::Mutex<HashMap<u32, Arc<EventSchema>>>,
 }
 
 /// Runs the adapter `name` from `loaded` against `bootstrap` until `stop`
@@ -127,6 +130,14 @@ pub async fn run(
         consumer: consumer.clone(),
         stop: stop.clone(),
         metrics: crate::metrics::Metrics::new(),
+        registry: c.schemas.registry.as_deref().map(|url| {
+            crate::schema::registry::RegistryClient::new(
+                url,
+                crate::upstream::client(),
+                Duration::from_millis(c.schemas.registry_timeout_ms),
+            )
+        }),
+        learnt: std::sync::Mutex::new(HashMap::new()),
     });
     tracing::info!(adapter = name, topic = %ctx.config.topic, group = %ctx.config.group(), "adapter running");
 
@@ -200,7 +211,7 @@ enum Attempt {
 /// when the adapter is stopping and the event was left for redelivery.
 async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
     let id = header(m, "ce_id").unwrap_or_default();
-    let body = match decode(ctx, m) {
+    let body = match decode(ctx, m).await {
         Ok(b) => b,
         Err(e) => {
             dead_letter(ctx, m, &e, 0).await;
@@ -263,14 +274,30 @@ fn backoff(config: &AdapterConfig, attempt: u32) -> Duration {
     Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
 }
 
-fn decode(ctx: &Ctx, m: &OwnedMessage) -> Result<serde_json::Value, String> {
+async fn schema(ctx: &Ctx, id: u32) -> Result<Arc<EventSchema>, String> {
+    if let Some(s) = ctx.schemas.get(&id) {
+        return Ok(s.clone());
+    }
+    if let Some(s) = ctx.learnt.lock().ok().and_then(|l| l.get(&id).cloned()) {
+        return Ok(s);
+    }
+    let registry = ctx
+        .registry
+        .as_ref()
+        .ok_or_else(|| format!("unknown schema id {id}"))?;
+    let text = registry.schema_by_id(id).await.map_err(|e| e.to_string())?;
+    let parsed = Arc::new(EventSchema::parse(&text, &format!("registry id {id}"))?);
+    if let Ok(mut l) = ctx.learnt.lock() {
+        l.insert(id, parsed.clone());
+    }
+    Ok(parsed)
+}
+
+async fn decode(ctx: &Ctx, m: &OwnedMessage) -> Result<serde_json::Value, String> {
     let value = m.payload().ok_or("event without a value")?;
     let (id, datum) =
         confluent_unframe(value).ok_or("value is not in the Confluent wire format")?;
-    let schema = ctx
-        .schemas
-        .get(&id)
-        .ok_or_else(|| format!("unknown schema id {id}"))?;
+    let schema = schema(ctx, id).await?;
     let avro = schema.decode(datum)?;
     serde_json::Value::try_from(avro).map_err(|e| e.to_string())
 }

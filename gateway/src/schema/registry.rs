@@ -215,6 +215,19 @@ impl RegistryClient {
         }
     }
 
+    /// The schema text with this global id.
+    pub async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let v = self.call(Method::GET, &url, None).await?;
+        v["schema"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::Transport {
+                url,
+                detail: "answer has no schema".into(),
+            })
+    }
+
     /// The subject's compatibility level, or `None` when it has none of its own.
     pub async fn subject_level(&self, subject: &str) -> Result<Option<Level>, RegistryError> {
         let url = format!("{}/config/{}", self.base, subject);
