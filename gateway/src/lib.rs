@@ -22,6 +22,7 @@ pub mod reload;
 pub mod routing;
 pub mod schema;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod upstream;
 

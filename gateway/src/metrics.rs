@@ -41,6 +41,9 @@ pub struct Metrics {
     pub spool_depth: IntGauge,
     /// `gateway_config_reloads_total{result}`
     pub reloads: IntCounterVec,
+    /// `gateway_shadow_total{route,outcome}`: equal, different, noise,
+    /// candidate_error, dropped.
+    pub shadow: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -144,6 +147,12 @@ impl Metrics {
                 "gateway_config_reloads_total",
                 "Config reload attempts",
                 &["result"],
+            ),
+            shadow: counter(
+                &r,
+                "gateway_shadow_total",
+                "Shadow comparisons by outcome",
+                &["route", "outcome"],
             ),
             spool_depth,
             registry: r,

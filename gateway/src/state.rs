@@ -93,6 +93,8 @@ pub struct Shared {
     pub control: Option<crate::control::replication::ControlChannel>,
     /// The routes file, for `POST /admin/reload`.
     pub config_path: Option<std::path::PathBuf>,
+    /// Shadow copies and their comparisons.
+    pub shadow: Arc<crate::shadow::Shadow>,
 }
 
 /// The I/O-side parts of [`Shared`].
@@ -131,6 +133,7 @@ impl Shared {
             spool,
             schema_ids,
         } = io;
+        let shadow = Arc::new(crate::shadow::Shadow::new(http.clone(), metrics.clone()));
         let c = &startup.config;
         // LRU, not moka's default TinyLFU: a new key must always be admitted,
         // or a repeated Idempotency-Key could publish twice.
@@ -166,6 +169,7 @@ impl Shared {
             audit: admin.audit,
             control: admin.control,
             config_path: admin.config_path,
+            shadow,
             startup,
         }
     }

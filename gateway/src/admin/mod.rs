@@ -29,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/admin/reload", post(reload))
         .route("/admin/audit", get(audit))
+        .route("/admin/shadow/{route}", get(shadow_report))
         .route("/metrics", get(metrics))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .with_state(shared)
@@ -169,6 +170,17 @@ async fn reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         Err(problems) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"reloaded": false, "problems": problems})),
+        )
+            .into_response(),
+    }
+}
+
+async fn shadow_report(State(shared): State<Arc<Shared>>, Path(route): Path<String>) -> Response {
+    match shared.shadow.report(&route) {
+        Some(r) => Json(r).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": format!("no shadow comparisons for route {route} yet")})),
         )
             .into_response(),
     }

@@ -376,6 +376,36 @@ impl Mode {
     }
 }
 
+/// `shadow = { upstream = "orders-v2", ... }`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// The candidate: an `[upstreams.*]` entry.
+    pub upstream: String,
+    /// Share of requests copied, 0-100.
+    #[serde(default = "default_percent")]
+    pub percent: u8,
+    /// JSON pointer globs not compared (`/items/*/updatedAt`).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Headers compared (case-insensitive); none by default.
+    #[serde(default)]
+    pub compare_headers: Vec<String>,
+    /// Numbers closer than this are equal.
+    #[serde(default)]
+    pub tolerance: f64,
+    /// Learn noise from a second legacy answer: `"same"` asks the legacy
+    /// service twice (safe methods only), or name another upstream.
+    pub noise: Option<String>,
+    /// Also copy unsafe methods (POST, PUT, ...), marked `X-Gateway-Shadow: 1`.
+    #[serde(default)]
+    pub allow_side_effects: bool,
+}
+
+fn default_percent() -> u8 {
+    100
+}
+
 /// Policy for body fields the schema does not know.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -405,6 +435,9 @@ pub struct RouteConfig {
     pub topic: Option<String>,
     /// Full name of the Avro record in `schemas/` (dual-write and async).
     pub schema: Option<String>,
+    /// Copy requests to a candidate service and compare its answers with
+    /// the legacy ones (passthrough and dual-write routes).
+    pub shadow: Option<ShadowConfig>,
     /// What to do with body fields the schema does not have: `reject`
     /// (422, the default) or `ignore` (they are left out of the event).
     #[serde(default)]

@@ -206,6 +206,30 @@ impl Config {
                 format!("upstream {:?} is not configured", route.upstream),
             ));
         }
+        if let Some(shadow) = &route.shadow {
+            if !self.upstreams.contains_key(&shadow.upstream) {
+                problems.push(Problem::route(
+                    name,
+                    format!("shadow upstream {:?} is not configured", shadow.upstream),
+                ));
+            }
+            if shadow.percent > 100 {
+                problems.push(Problem::route(name, "shadow percent must be 0-100"));
+            }
+            if let Some(noise) = &shadow.noise {
+                if noise != "same" && !self.upstreams.contains_key(noise) {
+                    problems.push(Problem::route(
+                        name,
+                        format!(
+                            "shadow noise {noise:?} is neither \"same\" nor a configured upstream"
+                        ),
+                    ));
+                }
+            }
+            if route.mode == super::Mode::Async {
+                problems.push(Problem::route(name, "shadow compares legacy answers; an async route has none (see README: comparing the event path)"));
+            }
+        }
         if !route.mode.publishes() {
             return;
         }

@@ -40,8 +40,10 @@ pub(super) async fn serve(
     // stays the source of truth: a body it accepts is never refused here.
     let event = encode_event(route, params, &bytes, &ctx);
 
+    let shadow = super::shadowed::wanted(route, &parts.method)
+        .map(|spec| (spec, super::shadowed::Copy::of(&parts, &bytes)));
     let request = Request::from_parts(parts, Body::from(bytes));
-    let response = route
+    let mut response = route
         .upstream
         .call(
             &shared.http,
@@ -50,6 +52,9 @@ pub(super) async fn serve(
             limits.forwarding(client_addr),
         )
         .await?;
+    if let Some((spec, copy)) = shadow {
+        response = super::shadowed::tee(shared, route, spec, copy, response).await;
+    }
     if !response.status().is_success() {
         return Ok(response);
     }

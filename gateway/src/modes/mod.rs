@@ -4,6 +4,7 @@
 mod async_accept;
 mod dual_write;
 mod passthrough;
+mod shadowed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,9 +74,16 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
 
     let route: Arc<Route> = route.clone();
     let result = match route.mode {
-        crate::config::Mode::Passthrough => {
-            passthrough::forward(&shared, &route.upstream, table.limits, request, client_addr).await
-        }
+        crate::config::Mode::Passthrough => match shadowed::wanted(&route, request.method()) {
+            Some(spec) => {
+                shadowed::passthrough(&shared, &route, spec, table.limits, request, client_addr)
+                    .await
+            }
+            None => {
+                passthrough::forward(&shared, &route.upstream, table.limits, request, client_addr)
+                    .await
+            }
+        },
         crate::config::Mode::DualWrite => {
             dual_write::serve(&shared, &route, &params, table.limits, request, client_addr).await
         }

@@ -158,6 +158,31 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                 ),
             ));
         }
+        let shadow = rc.shadow.as_ref().and_then(|s| {
+            let candidate = upstreams.get(&s.upstream)?.clone();
+            let noise = match s.noise.as_deref() {
+                None => None,
+                Some("same") => Some(crate::shadow::NoiseSource::SameUpstream),
+                Some(other) => Some(crate::shadow::NoiseSource::Upstream(
+                    upstreams.get(other)?.clone(),
+                )),
+            };
+            Some(Arc::new(crate::shadow::ShadowSpec {
+                candidate,
+                percent: s.percent.min(100),
+                rules: crate::shadow::compare::Rules {
+                    ignore: s.ignore.clone(),
+                    headers: s
+                        .compare_headers
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                    tolerance: s.tolerance,
+                },
+                noise,
+                allow_side_effects: s.allow_side_effects,
+            }))
+        });
         routes.push(Route {
             name: rc.name.clone(),
             method,
@@ -165,6 +190,7 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             mode: rc.mode,
             upstream,
             event,
+            shadow,
         });
     }
 

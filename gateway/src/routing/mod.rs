@@ -54,9 +54,10 @@ pub struct Route {
     pub mode: Mode,
     /// Legacy service.
     pub upstream: Arc<Upstream>,
-    /// Event publication (dual-write and async; kept for passthrough too so
-    /// a flip is only a mode change).
+    /// Event publication (dual-write and async only).
     pub event: Option<EventSpec>,
+    /// Shadow copies to a candidate, if configured.
+    pub shadow: Option<Arc<crate::shadow::ShadowSpec>>,
 }
 
 /// A matched request.

@@ -1,0 +1,329 @@
+//! Shadow traffic: a copy of a request goes to a candidate service after the
+//! caller already has its answer from the legacy service; the two answers
+//! are compared, with noise (fields that differ between two legacy answers)
+//! learned and reported apart from regressions.
+
+pub mod compare;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::BodyExt;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::upstream::{Forwarding, HttpClient, Upstream};
+use compare::{diff, Answer, Rules};
+
+/// Shadow copies in flight (and waiting) at once, for the whole gateway;
+/// past this, copies are dropped and counted, never queued without bound.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Largest legacy answer kept for comparison; larger ones are not shadowed.
+pub const MAX_COMPARED_BYTES: u64 = 1024 * 1024;
+/// Header marking a shadow copy of an unsafe request.
+pub const SHADOW_HEADER: &str = "x-gateway-shadow";
+
+/// Where noise is learned from.
+#[derive(Debug, Clone)]
+pub enum NoiseSource {
+    /// The same legacy service, asked a second time (safe methods only).
+    SameUpstream,
+    /// A second legacy instance.
+    Upstream(Arc<Upstream>),
+}
+
+/// A route's compiled shadow settings.
+#[derive(Debug, Clone)]
+pub struct ShadowSpec {
+    /// The candidate.
+    pub candidate: Arc<Upstream>,
+    /// Share of requests copied, 0-100.
+    pub percent: u8,
+    /// Comparison rules.
+    pub rules: Rules,
+    /// Noise learning.
+    pub noise: Option<NoiseSource>,
+    /// Copy unsafe methods too.
+    pub allow_side_effects: bool,
+}
+
+impl ShadowSpec {
+    /// Whether this request is copied.
+    pub fn wants(&self, method: &Method) -> bool {
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        (safe || self.allow_side_effects) && fastrand::u8(0..100) < self.percent
+    }
+}
+
+/// Per-field counts.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct FieldStat {
+    different: u64,
+    noise: u64,
+    example: Option<serde_json::Value>,
+}
+
+/// Per-route counts.
+#[derive(Debug, Default, Clone)]
+struct RouteStats {
+    compared: u64,
+    equal: u64,
+    different: u64,
+    noise_only: u64,
+    candidate_errors: u64,
+    dropped: u64,
+    fields: BTreeMap<String, FieldStat>,
+    learned_noise: BTreeSet<String>,
+}
+
+/// The shadow runner and its results.
+pub struct Shadow {
+    permits: Arc<Semaphore>,
+    stats: Mutex<HashMap<String, RouteStats>>,
+    http: HttpClient,
+    metrics: Metrics,
+}
+
+/// One copy to make.
+pub struct Job {
+    /// Route name.
+    pub route: String,
+    /// Settings.
+    pub spec: Arc<ShadowSpec>,
+    /// The legacy service (for noise from the same upstream).
+    pub primary_upstream: Arc<Upstream>,
+    /// Request method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: Bytes,
+    /// The caller's (legacy) answer.
+    pub primary: Answer,
+}
+
+impl Shadow {
+    /// A runner using `http` for candidate calls.
+    pub fn new(http: HttpClient, metrics: Metrics) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            stats: Mutex::new(HashMap::new()),
+            http,
+            metrics,
+        }
+    }
+
+    fn with_stats(&self, route: &str, f: impl FnOnce(&mut RouteStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(s.entry(route.to_string()).or_default());
+        }
+    }
+
+    /// Starts a copy in the background, or drops it when the runner is full.
+    pub fn submit(self: &Arc<Self>, job: Job) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.with_stats(&job.route, |s| s.dropped += 1);
+            self.metrics
+                .shadow
+                .with_label_values(&[&job.route, "dropped"])
+                .inc();
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            this.run(job).await;
+        });
+    }
+
+    async fn call(&self, upstream: &Upstream, job: &Job, shadow: bool) -> Result<Answer, String> {
+        let mut request = Request::builder()
+            .method(job.method.clone())
+            .uri(job.path.as_str());
+        for (k, v) in &job.headers {
+            request = request.header(k, v);
+        }
+        if shadow && !matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            request = request.header(SHADOW_HEADER, "1");
+        }
+        let request = request
+            .body(Body::from(job.body.clone()))
+            .map_err(|e| e.to_string())?;
+        let forwarding = Forwarding {
+            client_addr: None,
+            trust_incoming: true,
+        };
+        let response = upstream
+            .call(&self.http, &self.metrics, request, forwarding)
+            .await
+            .map_err(|e| e.to_string())?;
+        buffer(response).await
+    }
+
+    async fn run(&self, job: Job) {
+        let candidate = match self.call(&job.spec.candidate, &job, true).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(route = %job.route, error = %e, "shadow candidate failed");
+                self.with_stats(&job.route, |s| s.candidate_errors += 1);
+                self.metrics
+                    .shadow
+                    .with_label_values(&[&job.route, "candidate_error"])
+                    .inc();
+                return;
+            }
+        };
+        let noise_answer = match &job.spec.noise {
+            Some(NoiseSource::SameUpstream)
+                if matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS) =>
+            {
+                self.call(&job.primary_upstream, &job, false).await.ok()
+            }
+            Some(NoiseSource::Upstream(u)) => self.call(u, &job, true).await.ok(),
+            _ => None,
+        };
+        let diffs = diff(&job.primary, &candidate, &job.spec.rules);
+        let noise: Vec<String> = noise_answer
+            .map(|n| diff(&job.primary, &n, &job.spec.rules))
+            .unwrap_or_default();
+        let example = |path: &str| {
+            json!({
+                "request": format!("{} {}", job.method, job.path),
+                "path": path,
+                "legacy": pointer(&job.primary, path),
+                "candidate": pointer(&candidate, path),
+            })
+        };
+        let mut outcome = "equal";
+        self.with_stats(&job.route, |s| {
+            s.compared += 1;
+            s.learned_noise.extend(noise.iter().cloned());
+            let mut real = 0;
+            for path in &diffs {
+                let field = s.fields.entry(path.clone()).or_default();
+                if s.learned_noise.contains(path) {
+                    field.noise += 1;
+                } else {
+                    field.different += 1;
+                    real += 1;
+                    if field.example.is_none() {
+                        field.example = Some(example(path));
+                    }
+                }
+            }
+            if diffs.is_empty() {
+                s.equal += 1;
+            } else if real == 0 {
+                s.noise_only += 1;
+                outcome = "noise";
+            } else {
+                s.different += 1;
+                outcome = "different";
+            }
+        });
+        self.metrics
+            .shadow
+            .with_label_values(&[&job.route, outcome])
+            .inc();
+        if outcome == "different" {
+            tracing::info!(route = %job.route, request = %format!("{} {}", job.method, job.path), paths = ?diffs, "shadow answer differs");
+        }
+    }
+
+    /// `GET /admin/shadow/{route}`.
+    pub fn report(&self, route: &str) -> Option<serde_json::Value> {
+        let stats = self.stats.lock().ok()?.get(route).cloned()?;
+        let mut fields: Vec<(&String, &FieldStat)> = stats
+            .fields
+            .iter()
+            .filter(|(_, f)| f.different > 0)
+            .collect();
+        fields.sort_by_key(|f| std::cmp::Reverse(f.1.different));
+        let match_rate = if stats.compared == 0 {
+            1.0
+        } else {
+            (stats.equal + stats.noise_only) as f64 / stats.compared as f64
+        };
+        Some(json!({
+            "route": route,
+            "compared": stats.compared,
+            "equal": stats.equal,
+            "different": stats.different,
+            "noise_only": stats.noise_only,
+            "candidate_errors": stats.candidate_errors,
+            "dropped": stats.dropped,
+            "match_rate": match_rate,
+            "top_differences": fields.iter().take(20).map(|(p, f)| json!({
+                "path": p, "count": f.different, "example": f.example,
+            })).collect::<Vec<_>>(),
+            "noise": stats.learned_noise,
+        }))
+    }
+}
+
+fn pointer(answer: &Answer, path: &str) -> serde_json::Value {
+    match path {
+        "status" => json!(answer.status),
+        "body" => json!(String::from_utf8_lossy(&answer.body)
+            .chars()
+            .take(200)
+            .collect::<String>()),
+        p if p.starts_with("header:") => {
+            let name = &p["header:".len()..];
+            json!(answer
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v))
+        }
+        p => serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v.pointer(p).cloned())
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Buffers a (bounded) response into an [`Answer`].
+pub async fn buffer(response: Response<Body>) -> Result<Answer, String> {
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::Limited::new(
+        body,
+        usize::try_from(MAX_COMPARED_BYTES).unwrap_or(usize::MAX),
+    )
+    .collect()
+    .await
+    .map_err(|e| e.to_string())?
+    .to_bytes();
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect(),
+        body: bytes.to_vec(),
+    })
+}
+
+/// Whether a legacy response is small enough, by its declared length, to be
+/// buffered for comparison.
+pub fn comparable(response: &Response<Body>) -> bool {
+    if matches!(response.status().as_u16(), 204 | 304) {
+        return true; // no body
+    }
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= MAX_COMPARED_BYTES)
+}
