@@ -84,11 +84,7 @@ fn sample_service(name: &str) -> Router {
         "orders" => base
             .route(
                 "/orders/{id}",
-                get(|UrlPath(id): UrlPath<String>| async move {
-                    Json(
-                        json!({"orderId": id, "status": "PAID", "source": "legacy orders service"}),
-                    )
-                }),
+                get(|UrlPath(id): UrlPath<String>| async move { Json(order_view(&id, "PAID")) }),
             )
             .route(
                 "/orders",
@@ -99,6 +95,12 @@ fn sample_service(name: &str) -> Router {
                     )
                 }),
             ),
+        // The rewritten orders service: same answers, except `status` is
+        // spelled differently, the one real difference a shadow finds.
+        "orders-v2" => base.route(
+            "/orders/{id}",
+            get(|UrlPath(id): UrlPath<String>| async move { Json(order_view(&id, "paid")) }),
+        ),
         "users" => base
             .route(
                 "/users",
@@ -127,6 +129,18 @@ fn sample_service(name: &str) -> Router {
             async move { Json(json!({"source": format!("legacy {label} service")})) }
         }),
     }
+}
+
+/// An order as the sample services show it; `requestId` and `servedAt`
+/// change on every call (noise a shadow comparison must learn).
+fn order_view(id: &str, status: &str) -> Value {
+    json!({
+        "orderId": id,
+        "status": status,
+        "totalCents": 3998,
+        "requestId": uuid::Uuid::new_v4().to_string(),
+        "servedAt": jiff::Timestamp::now().to_string(),
+    })
 }
 
 /// The sample inventory service. `POST /demo/down` and `/demo/up` simulate
@@ -289,8 +303,9 @@ fn print_walkthrough(public: SocketAddr, admin: SocketAddr, embedded: bool) {
 gateway on http://{public}   admin on http://{admin}
 {kafka} Events appear below as [kafka] lines (unless --quiet).
 
-passthrough - proxied to the legacy service, nothing published:
+passthrough - proxied to the legacy service, nothing published (and shadowed to orders-v2):
   curl -s http://{public}/orders/42
+  curl -s http://{admin}/admin/shadow/get-order     # names /status; requestId and servedAt are noise
 
 async - validated, published with acks=all, answered 202 (legacy not called):
   curl -si -X POST http://{public}/orders -H 'content-type: application/json' \
