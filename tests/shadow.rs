@@ -261,3 +261,72 @@ async fn unsafe_methods_are_copied_only_when_allowed_and_then_marked() {
     let copy = &candidate.received_requests().await.expect("recording")[0];
     assert_eq!(copy.headers["x-gateway-shadow"], "1");
 }
+
+#[tokio::test]
+async fn secrets_are_redacted_and_differences_are_counted_and_published() {
+    let legacy = MockServer::start().await;
+    let candidate = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-session", "legacy-secret")
+                .set_body_json(json!({"items": [{"price": 1}, {"price": 2}]})),
+        )
+        .mount(&legacy)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-session", "candidate-secret")
+                .set_body_json(json!({"items": [{"price": 1}, {"price": 3}]})),
+        )
+        .mount(&candidate)
+        .await;
+    let shadow = r#"{ upstream = "candidate", compare_headers = ["X-Session"], redact_headers = ["x-session"], publish_diffs = true }"#;
+    let gw = TestGateway::start(&config(&legacy.uri(), &candidate.uri(), shadow))
+        .await
+        .expect("gateway");
+    let r = gw
+        .http
+        .get(format!("{}/orders/1", gw.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers()["x-session"],
+        "legacy-secret",
+        "the caller's answer is untouched"
+    );
+    let report = wait_report(&gw, "get-order", 1).await;
+    let text = report.to_string();
+    assert!(
+        !text.contains("legacy-secret") && !text.contains("candidate-secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[redacted]") && text.contains("header:x-session"),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("gateway_shadow_field_differences_total{class=\"different\",path=\"/items/*/price\",route=\"get-order\"}")
+            .await
+            .expect("metric"),
+        1.0
+    );
+    let bootstrap = gw.gateway.kafka_bootstrap.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the difference is on the shadow topic",
+        || async {
+            gateway_tests::read_topic(&bootstrap, "gateway.shadow-diffs")
+                .await
+                .map(|r| {
+                    r.iter()
+                        .any(|m| String::from_utf8_lossy(&m.value).contains("/items/1/price"))
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .expect("published");
+}

@@ -44,6 +44,9 @@ pub struct Metrics {
     /// `gateway_shadow_total{route,outcome}`: equal, different, noise,
     /// candidate_error, dropped.
     pub shadow: IntCounterVec,
+    /// `gateway_shadow_field_differences_total{route,path,class}`: class
+    /// different or noise; array indexes folded to `*`.
+    pub shadow_fields: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -147,6 +150,12 @@ impl Metrics {
                 "gateway_config_reloads_total",
                 "Config reload attempts",
                 &["result"],
+            ),
+            shadow_fields: counter(
+                &r,
+                "gateway_shadow_field_differences_total",
+                "Shadow differences by field path",
+                &["route", "path", "class"],
             ),
             shadow: counter(
                 &r,

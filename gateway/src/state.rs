@@ -133,7 +133,11 @@ impl Shared {
             spool,
             schema_ids,
         } = io;
-        let shadow = Arc::new(crate::shadow::Shadow::new(http.clone(), metrics.clone()));
+        let shadow = Arc::new(crate::shadow::Shadow::new(
+            http.clone(),
+            metrics.clone(),
+            Some((publisher.clone(), startup.config.kafka.shadow_topic.clone())),
+        ));
         let c = &startup.config;
         // LRU, not moka's default TinyLFU: a new key must always be admitted,
         // or a repeated Idempotency-Key could publish twice.

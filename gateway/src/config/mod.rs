@@ -200,6 +200,9 @@ pub struct KafkaConfig {
     /// operations, keyed by operation id; feeds `GET /operations/{id}`.
     #[serde(default = "default_operations_topic")]
     pub operations_topic: String,
+    /// Topic for shadow differences of routes with `publish_diffs`.
+    #[serde(default = "default_shadow_topic")]
+    pub shadow_topic: String,
     /// Replication factor for the two topics above when the gateway creates
     /// them; -1 = the broker's default.
     #[serde(default = "default_replication")]
@@ -400,6 +403,13 @@ pub struct ShadowConfig {
     /// Also copy unsafe methods (POST, PUT, ...), marked `X-Gateway-Shadow: 1`.
     #[serde(default)]
     pub allow_side_effects: bool,
+    /// Headers whose values never appear in examples (besides
+    /// authorization, proxy-authorization, cookie and set-cookie).
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
+    /// Also publish each difference to `kafka.shadow_topic`.
+    #[serde(default)]
+    pub publish_diffs: bool,
 }
 
 fn default_percent() -> u8 {
@@ -482,6 +492,9 @@ fn default_control_topic() -> String {
 }
 fn default_operations_topic() -> String {
     "gateway.operations".into()
+}
+fn default_shadow_topic() -> String {
+    "gateway.shadow-diffs".into()
 }
 fn default_audit_topic() -> String {
     "gateway.audit".into()

@@ -181,6 +181,12 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                 },
                 noise,
                 allow_side_effects: s.allow_side_effects,
+                redact: s
+                    .redact_headers
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                publish_diffs: s.publish_diffs,
             }))
         });
         routes.push(Route {

@@ -48,7 +48,19 @@ pub struct ShadowSpec {
     pub noise: Option<NoiseSource>,
     /// Copy unsafe methods too.
     pub allow_side_effects: bool,
+    /// Headers whose values examples never show (lowercase).
+    pub redact: Vec<String>,
+    /// Publish each difference to the shadow topic.
+    pub publish_diffs: bool,
 }
+
+/// Headers whose values examples never show, whatever the configuration.
+pub const ALWAYS_REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 impl ShadowSpec {
     /// Whether this request is copied.
@@ -85,6 +97,7 @@ pub struct Shadow {
     stats: Mutex<HashMap<String, RouteStats>>,
     http: HttpClient,
     metrics: Metrics,
+    diffs: Option<(crate::events::Publisher, String)>,
 }
 
 /// One copy to make.
@@ -109,12 +122,17 @@ pub struct Job {
 
 impl Shadow {
     /// A runner using `http` for candidate calls.
-    pub fn new(http: HttpClient, metrics: Metrics) -> Self {
+    pub fn new(
+        http: HttpClient,
+        metrics: Metrics,
+        diffs: Option<(crate::events::Publisher, String)>,
+    ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             stats: Mutex::new(HashMap::new()),
             http,
             metrics,
+            diffs,
         }
     }
 
@@ -191,12 +209,13 @@ impl Shadow {
         let noise: Vec<String> = noise_answer
             .map(|n| diff(&job.primary, &n, &job.spec.rules))
             .unwrap_or_default();
+        let redact = &job.spec.redact;
         let example = |path: &str| {
             json!({
                 "request": format!("{} {}", job.method, job.path),
                 "path": path,
-                "legacy": pointer(&job.primary, path),
-                "candidate": pointer(&candidate, path),
+                "legacy": pointer(&job.primary, path, redact),
+                "candidate": pointer(&candidate, path, redact),
             })
         };
         let mut outcome = "equal";
@@ -208,9 +227,17 @@ impl Shadow {
                 let field = s.fields.entry(path.clone()).or_default();
                 if s.learned_noise.contains(path) {
                     field.noise += 1;
+                    self.metrics
+                        .shadow_fields
+                        .with_label_values(&[&job.route, &label(path), "noise"])
+                        .inc();
                 } else {
                     field.different += 1;
                     real += 1;
+                    self.metrics
+                        .shadow_fields
+                        .with_label_values(&[&job.route, &label(path), "different"])
+                        .inc();
                     if field.example.is_none() {
                         field.example = Some(example(path));
                     }
@@ -232,6 +259,25 @@ impl Shadow {
             .inc();
         if outcome == "different" {
             tracing::info!(route = %job.route, request = %format!("{} {}", job.method, job.path), paths = ?diffs, "shadow answer differs");
+            if let (true, Some((publisher, topic))) = (job.spec.publish_diffs, &self.diffs) {
+                let payload = json!({
+                    "route": job.route,
+                    "request": format!("{} {}", job.method, job.path),
+                    "at": jiff::Timestamp::now().to_string(),
+                    "differences": diffs.iter().map(|p| example(p)).collect::<Vec<_>>(),
+                });
+                let event = crate::events::OutgoingEvent {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    route: job.route.clone(),
+                    topic: topic.clone(),
+                    key: job.route.clone(),
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    payload: payload.to_string().into_bytes(),
+                };
+                if let Err(e) = publisher.publish(&event).await {
+                    tracing::debug!(route = %job.route, error = %e, "shadow difference not published");
+                }
+            }
         }
     }
 
@@ -266,8 +312,30 @@ impl Shadow {
     }
 }
 
-fn pointer(answer: &Answer, path: &str) -> serde_json::Value {
+/// A metric label for a path: array indexes folded to `*`, so one field of
+/// every element is one series.
+fn label(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                "*"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn pointer(answer: &Answer, path: &str, redact: &[String]) -> serde_json::Value {
     match path {
+        p if p.starts_with("header:") && {
+            let name = &p["header:".len()..];
+            ALWAYS_REDACTED.contains(&name) || redact.iter().any(|r| r == name)
+        } =>
+        {
+            json!("[redacted]")
+        }
         "status" => json!(answer.status),
         "body" => json!(String::from_utf8_lossy(&answer.body)
             .chars()
