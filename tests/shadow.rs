@@ -330,3 +330,119 @@ async fn secrets_are_redacted_and_differences_are_counted_and_published() {
     .await
     .expect("published");
 }
+
+#[tokio::test]
+async fn read_after_write_compares_the_new_read_side_on_async_and_dual_write_routes() {
+    use wiremock::matchers::path;
+    let legacy = MockServer::start().await;
+    let candidate = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&legacy)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/users/u-1"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"userId": "u-1", "name": "Ada"})),
+        )
+        .mount(&legacy)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/users/u-1"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"userId": "u-1", "name": "ada"})),
+        )
+        .mount(&candidate)
+        .await;
+    // The new orders service stored the order, but with another total.
+    Mock::given(method("GET"))
+        .and(path("/orders/o-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "orderId": "o-1", "customerId": "c-1", "items": [], "totalCents": 999,
+            "currency": "EUR", "storedAt": "2026-12-03T00:00:00Z"
+        })))
+        .mount(&candidate)
+        .await;
+    let config = config_text(
+        "embedded",
+        3000,
+        &format!(
+            r#"
+[upstreams.legacy]
+url = "{}"
+
+[upstreams.candidate]
+url = "{}"
+
+[[routes]]
+name = "create-order"
+method = "POST"
+path = "/orders"
+upstream = "legacy"
+mode = "async"
+topic = "orders.order-created"
+schema = "com.shop.OrderCreated"
+key = "/customerId"
+shadow = {{ upstream = "candidate", read_after_write = "/orders/{{orderId}}", delay_ms = 50 }}
+
+[[routes]]
+name = "register-user"
+method = "POST"
+path = "/users"
+upstream = "legacy"
+mode = "dual-write"
+topic = "users.user-registered"
+schema = "com.shop.UserRegistered"
+key = "/userId"
+shadow = {{ upstream = "candidate", read_after_write = "/users/{{userId}}", delay_ms = 50 }}
+"#,
+            legacy.uri(),
+            candidate.uri()
+        ),
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .body(r#"{"orderId":"o-1","customerId":"c-1","items":[],"totalCents":100}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let r = gw
+        .http
+        .post(format!("{}/users", gw.base))
+        .body(r#"{"userId":"u-1","email":"ada@example.com","name":"Ada"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+
+    let orders = wait_report(&gw, "create-order", 1).await;
+    let paths: Vec<&str> = orders["top_differences"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["/totalCents"],
+        "only what the caller sent is compared: {orders:#}"
+    );
+    assert_eq!(orders["top_differences"][0]["example"]["expected"], 100);
+    assert_eq!(orders["top_differences"][0]["example"]["candidate"], 999);
+
+    let users = wait_report(&gw, "register-user", 1).await;
+    let paths: Vec<&str> = users["top_differences"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["/name"],
+        "legacy read against candidate read: {users:#}"
+    );
+}

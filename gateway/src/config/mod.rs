@@ -410,6 +410,18 @@ pub struct ShadowConfig {
     /// Also publish each difference to `kafka.shadow_topic`.
     #[serde(default)]
     pub publish_diffs: bool,
+    /// Dual-write and async routes: after the event, read the resource back
+    /// from the candidate at this path (`{field}` = a top-level body field or
+    /// path parameter) and compare it with the legacy read (dual-write) or
+    /// with the fields the request sent (async).
+    pub read_after_write: Option<String>,
+    /// Wait this long after the event before reading back, in milliseconds.
+    #[serde(default = "default_read_delay_ms")]
+    pub delay_ms: u64,
+}
+
+fn default_read_delay_ms() -> u64 {
+    1_000
 }
 
 fn default_percent() -> u8 {

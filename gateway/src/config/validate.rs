@@ -226,8 +226,16 @@ impl Config {
                     ));
                 }
             }
-            if route.mode == super::Mode::Async {
-                problems.push(Problem::route(name, "shadow compares legacy answers; an async route has none (see README: comparing the event path)"));
+            match (route.mode, &shadow.read_after_write) {
+                (super::Mode::Async, None) => problems.push(Problem::route(
+                    name,
+                    "an async route has no legacy answer to compare: set shadow.read_after_write",
+                )),
+                (super::Mode::Passthrough, Some(_)) => problems.push(Problem::route(
+                    name,
+                    "shadow.read_after_write needs a dual-write or async route",
+                )),
+                _ => {}
             }
         }
         if !route.mode.publishes() {

@@ -48,6 +48,7 @@ pub(super) async fn serve(
         .spawn(async move { accept(&task_shared, &route_name, &event, fingerprint).await })
         .await
         .map_err(|e| GatewayError::Internal(format!("publish task failed: {e}")))??;
+    super::shadowed::read_back(shared, route, params, &bytes, false);
     Ok(accepted_response(&accepted))
 }
 

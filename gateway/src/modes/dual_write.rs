@@ -42,6 +42,7 @@ pub(super) async fn serve(
 
     let shadow = super::shadowed::wanted(route, &parts.method)
         .map(|spec| (spec, super::shadowed::Copy::of(&parts, &bytes)));
+    let body_copy = bytes.clone();
     let request = Request::from_parts(parts, Body::from(bytes));
     let mut response = route
         .upstream
@@ -69,6 +70,7 @@ pub(super) async fn serve(
             if let Err(e) = task.await {
                 tracing::error!(route = %route.name, error = %e, "publish task failed");
             }
+            super::shadowed::read_back(shared, route, params, &body_copy, true);
         }
         Err(e) => {
             shared

@@ -86,6 +86,35 @@ pub(super) async fn tee(
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// After a dual-write or async event: schedules the read-after-write
+/// comparison, when the route asks for one.
+pub(super) fn read_back(
+    shared: &Shared,
+    route: &Route,
+    params: &[(String, String)],
+    body: &Bytes,
+    dual_write: bool,
+) {
+    let Some(spec) = route
+        .shadow
+        .clone()
+        .filter(|s| s.read_after_write.is_some())
+    else {
+        return;
+    };
+    if fastrand::u8(0..100) >= spec.percent {
+        return;
+    }
+    let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    shared.shadow.submit_read_back(crate::shadow::ReadBack {
+        route: route.name.clone(),
+        legacy: dual_write.then(|| route.upstream.clone()),
+        spec,
+        body,
+        params: params.to_vec(),
+    });
+}
+
 /// passthrough with a shadow copy: the request body is buffered (bounded)
 /// so it can be sent twice.
 pub(super) async fn passthrough(

@@ -187,6 +187,10 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
                     .map(|h| h.to_ascii_lowercase())
                     .collect(),
                 publish_diffs: s.publish_diffs,
+                read_after_write: s
+                    .read_after_write
+                    .clone()
+                    .map(|p| (p, std::time::Duration::from_millis(s.delay_ms))),
             }))
         });
         routes.push(Route {

@@ -52,6 +52,86 @@ pub struct ShadowSpec {
     pub redact: Vec<String>,
     /// Publish each difference to the shadow topic.
     pub publish_diffs: bool,
+    /// Read-after-write: path template and delay.
+    pub read_after_write: Option<(String, std::time::Duration)>,
+}
+
+/// A read-after-write comparison to make.
+pub struct ReadBack {
+    /// Route name.
+    pub route: String,
+    /// Settings.
+    pub spec: Arc<ShadowSpec>,
+    /// The legacy service, read back too for dual-write.
+    pub legacy: Option<Arc<Upstream>>,
+    /// The request body (async: what the candidate must reflect).
+    pub body: serde_json::Value,
+    /// Path parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// Fills `{name}` from path parameters, then from top-level body fields.
+fn fill(template: &str, params: &[(String, String)], body: &serde_json::Value) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}')? + start;
+        let name = &rest[start + 1..end];
+        let value = params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| match body.get(name)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })?;
+        out.push_str(&rest[..start]);
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Paths of `expected` whose value `actual` lacks or differs in.
+fn subset(expected: &serde_json::Value, actual: &serde_json::Value, rules: &Rules) -> Vec<String> {
+    let a = Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: expected.to_string().into_bytes(),
+    };
+    let b = Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: actual.to_string().into_bytes(),
+    };
+    let mut fields = Vec::new();
+    collect_paths(expected, &mut String::new(), &mut fields);
+    let diffs = diff(&a, &b, rules);
+    diffs
+        .into_iter()
+        .filter(|d| {
+            fields
+                .iter()
+                .any(|f| d == f || d.starts_with(&format!("{f}/")))
+        })
+        .collect()
+}
+
+fn collect_paths(v: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                collect_paths(v, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => out.push(path.clone()),
+    }
 }
 
 /// Headers whose values examples never show, whatever the configuration.
@@ -159,6 +239,147 @@ impl Shadow {
         });
     }
 
+    /// Schedules a read-after-write comparison, or drops it when full.
+    pub fn submit_read_back(self: &Arc<Self>, job: ReadBack) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.with_stats(&job.route, |s| s.dropped += 1);
+            self.metrics
+                .shadow
+                .with_label_values(&[&job.route, "dropped"])
+                .inc();
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            this.read_back(job).await;
+        });
+    }
+
+    async fn get(&self, upstream: &Upstream, path: &str) -> Result<Answer, String> {
+        let request = Request::get(path)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        let forwarding = Forwarding {
+            client_addr: None,
+            trust_incoming: true,
+        };
+        let response = upstream
+            .call(&self.http, &self.metrics, request, forwarding)
+            .await
+            .map_err(|e| e.to_string())?;
+        buffer(response).await
+    }
+
+    async fn read_back(&self, job: ReadBack) {
+        let Some((template, delay)) = &job.spec.read_after_write else {
+            return;
+        };
+        tokio::time::sleep(*delay).await;
+        let Some(path) = fill(template, &job.params, &job.body) else {
+            tracing::debug!(route = %job.route, template, "read-after-write path cannot be filled from the request");
+            return;
+        };
+        let candidate = match self.get(&job.spec.candidate, &path).await {
+            Ok(a) if (200..300).contains(&a.status) => a,
+            Ok(a) => {
+                self.record(
+                    &job.route,
+                    &format!("GET {path}"),
+                    &["status".to_string()],
+                    &[],
+                    |p| json!({"path": p, "candidate": a.status, "legacy": 200}),
+                );
+                return;
+            }
+            Err(_) => {
+                self.with_stats(&job.route, |s| s.candidate_errors += 1);
+                self.metrics
+                    .shadow
+                    .with_label_values(&[&job.route, "candidate_error"])
+                    .inc();
+                return;
+            }
+        };
+        let actual: serde_json::Value =
+            serde_json::from_slice(&candidate.body).unwrap_or(serde_json::Value::Null);
+        let (diffs, expected) = match &job.legacy {
+            // dual-write: the legacy service holds the state; read it too.
+            Some(legacy) => match self.get(legacy, &path).await {
+                Ok(l) => {
+                    let expected =
+                        serde_json::from_slice(&l.body).unwrap_or(serde_json::Value::Null);
+                    (diff(&l, &candidate, &job.spec.rules), expected)
+                }
+                Err(_) => return,
+            },
+            // async: what the caller sent must be what the new service holds.
+            None => (
+                subset(&job.body, &actual, &job.spec.rules),
+                job.body.clone(),
+            ),
+        };
+        self.record(
+            &job.route,
+            &format!("GET {path} (read after write)"),
+            &diffs,
+            &[],
+            |p| json!({"path": p, "expected": expected.pointer(p), "candidate": actual.pointer(p)}),
+        );
+    }
+
+    /// Counts one comparison's differences.
+    fn record(
+        &self,
+        route: &str,
+        request: &str,
+        diffs: &[String],
+        noise: &[String],
+        example: impl Fn(&str) -> serde_json::Value,
+    ) -> &'static str {
+        let mut outcome = "equal";
+        self.with_stats(route, |s| {
+            s.compared += 1;
+            s.learned_noise.extend(noise.iter().cloned());
+            let mut real = 0;
+            for path in diffs {
+                let field = s.fields.entry(path.clone()).or_default();
+                let class = if s.learned_noise.contains(path) {
+                    field.noise += 1;
+                    "noise"
+                } else {
+                    field.different += 1;
+                    real += 1;
+                    if field.example.is_none() {
+                        let mut e = example(path);
+                        e["request"] = json!(request);
+                        field.example = Some(e);
+                    }
+                    "different"
+                };
+                self.metrics
+                    .shadow_fields
+                    .with_label_values(&[route, &label(path), class])
+                    .inc();
+            }
+            if diffs.is_empty() {
+                s.equal += 1;
+            } else if real == 0 {
+                s.noise_only += 1;
+                outcome = "noise";
+            } else {
+                s.different += 1;
+                outcome = "different";
+            }
+        });
+        self.metrics
+            .shadow
+            .with_label_values(&[route, outcome])
+            .inc();
+        outcome
+    }
+
     async fn call(&self, upstream: &Upstream, job: &Job, shadow: bool) -> Result<Answer, String> {
         let mut request = Request::builder()
             .method(job.method.clone())
@@ -218,45 +439,8 @@ impl Shadow {
                 "candidate": pointer(&candidate, path, redact),
             })
         };
-        let mut outcome = "equal";
-        self.with_stats(&job.route, |s| {
-            s.compared += 1;
-            s.learned_noise.extend(noise.iter().cloned());
-            let mut real = 0;
-            for path in &diffs {
-                let field = s.fields.entry(path.clone()).or_default();
-                if s.learned_noise.contains(path) {
-                    field.noise += 1;
-                    self.metrics
-                        .shadow_fields
-                        .with_label_values(&[&job.route, &label(path), "noise"])
-                        .inc();
-                } else {
-                    field.different += 1;
-                    real += 1;
-                    self.metrics
-                        .shadow_fields
-                        .with_label_values(&[&job.route, &label(path), "different"])
-                        .inc();
-                    if field.example.is_none() {
-                        field.example = Some(example(path));
-                    }
-                }
-            }
-            if diffs.is_empty() {
-                s.equal += 1;
-            } else if real == 0 {
-                s.noise_only += 1;
-                outcome = "noise";
-            } else {
-                s.different += 1;
-                outcome = "different";
-            }
-        });
-        self.metrics
-            .shadow
-            .with_label_values(&[&job.route, outcome])
-            .inc();
+        let request = format!("{} {}", job.method, job.path);
+        let outcome = self.record(&job.route, &request, &diffs, &noise, example);
         if outcome == "different" {
             tracing::info!(route = %job.route, request = %format!("{} {}", job.method, job.path), paths = ?diffs, "shadow answer differs");
             if let (true, Some((publisher, topic))) = (job.spec.publish_diffs, &self.diffs) {
