@@ -446,3 +446,62 @@ shadow = {{ upstream = "candidate", read_after_write = "/users/{{userId}}", dela
         "legacy read against candidate read: {users:#}"
     );
 }
+
+#[tokio::test]
+async fn noise_can_be_learned_from_a_second_legacy_instance() {
+    let legacy = MockServer::start().await;
+    let legacy2 = MockServer::start().await;
+    let candidate = MockServer::start().await;
+    for (server, start, status) in [
+        (&legacy, 0, "PAID"),
+        (&legacy2, 500, "PAID"),
+        (&candidate, 1000, "paid"),
+    ] {
+        Mock::given(method("GET"))
+            .respond_with(Noisy {
+                n: AtomicU64::new(start),
+                status,
+            })
+            .mount(server)
+            .await;
+    }
+    let shadow = r#"{ upstream = "candidate", noise = "legacy2" }"#;
+    let config = config(&legacy.uri(), &candidate.uri(), shadow).replace(
+        "[upstreams.candidate]",
+        &format!(
+            "[upstreams.legacy2]\nurl = \"{}\"\n\n[upstreams.candidate]",
+            legacy2.uri()
+        ),
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway");
+    for _ in 0..3 {
+        let r = gw
+            .http
+            .get(format!("{}/orders/1", gw.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+    }
+    let report = wait_report(&gw, "get-order", 3).await;
+    let top: Vec<&str> = report["top_differences"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert_eq!(top, vec!["/status"], "{report:#}");
+    let noise = report["noise"].to_string();
+    assert!(
+        noise.contains("/requestId") && noise.contains("/items/0/updatedAt"),
+        "{noise}"
+    );
+    assert!(
+        !legacy2
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty(),
+        "the second instance was asked"
+    );
+}
