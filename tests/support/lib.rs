@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gateway::Gateway;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The repository root.
@@ -280,21 +280,7 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Reco
             }
             if let Some(m) = c.poll(Duration::from_millis(200)) {
                 let m = m?;
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    h.value
-                                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                                        .unwrap_or_default(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = gateway::events::record_headers(&m);
                 out.push(Record {
                     partition: m.partition(),
                     offset: m.offset(),

@@ -363,21 +363,7 @@ async fn deliver(ctx: &Ctx, m: &OwnedMessage, id: &str, body: &serde_json::Value
 }
 
 async fn dead_letter(ctx: &Ctx, m: &OwnedMessage, error: &str, attempts: u32) {
-    let mut headers: Vec<(String, String)> = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut headers = crate::events::record_headers(m);
     headers.push((DLQ_ERROR.into(), error.chars().take(1000).collect()));
     headers.push((DLQ_ATTEMPTS.into(), attempts.to_string()));
     headers.push((DLQ_ADAPTER.into(), ctx.config.name.clone()));
@@ -503,22 +489,10 @@ pub async fn redrive(
             // Committed offsets may already be past the end: nothing left.
             Err(_) => break,
         };
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .filter(|h| !h.key.starts_with("dlq-"))
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            h.value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers: Vec<(String, String)> = crate::events::record_headers(&m)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("dlq-"))
+            .collect();
         let event = OutgoingEvent {
             id: header(&m, "ce_id").unwrap_or_default(),
             route: name.to_string(),

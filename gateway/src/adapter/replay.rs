@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http_body_util::BodyExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::AdapterError;
@@ -229,21 +229,7 @@ pub async fn run(
             continue;
         }
         if !req.dry_run {
-            let headers: Vec<(String, String)> = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                h.value
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = crate::events::record_headers(&m);
             let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             match &req.target {
                 Target::Topic(t) => {

@@ -53,6 +53,21 @@ pub struct EventContext {
     pub origin: Option<(String, String)>,
 }
 
+/// A Kafka record's headers as UTF-8 (name, value) pairs, in order.
+pub fn record_headers<M: rdkafka::Message>(m: &M) -> Vec<(String, String)> {
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    (h.key.to_string(), value.unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Header with the original request's method.
 pub const HEADER_METHOD: &str = "gateway-method";
 /// Header with the original request's path and query.

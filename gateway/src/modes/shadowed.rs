@@ -60,19 +60,7 @@ pub(super) async fn tee(
         return Response::from_parts(parts, Body::empty());
     };
     let bytes = collected.to_bytes();
-    let primary = Answer {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
-        body: bytes.to_vec(),
-    };
+    let primary = Answer::from_parts(&parts, &bytes);
     shared.shadow.submit(Job {
         route: route.name.clone(),
         spec,

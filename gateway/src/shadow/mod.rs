@@ -224,35 +224,34 @@ impl Shadow {
 
     /// Starts a copy in the background, or drops it when the runner is full.
     pub fn submit(self: &Arc<Self>, job: Job) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.with_stats(&job.route, |s| s.dropped += 1);
-            self.metrics
-                .shadow
-                .with_label_values(&[&job.route, "dropped"])
-                .inc();
-            return;
-        };
+        let route = job.route.clone();
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _permit = permit;
-            this.run(job).await;
-        });
+        self.spawn_bounded(&route, async move { this.run(job).await });
     }
 
     /// Schedules a read-after-write comparison, or drops it when full.
     pub fn submit_read_back(self: &Arc<Self>, job: ReadBack) {
+        let route = job.route.clone();
+        let this = Arc::clone(self);
+        self.spawn_bounded(&route, async move { this.read_back(job).await });
+    }
+
+    fn spawn_bounded(
+        &self,
+        route: &str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.with_stats(&job.route, |s| s.dropped += 1);
+            self.with_stats(route, |s| s.dropped += 1);
             self.metrics
                 .shadow
-                .with_label_values(&[&job.route, "dropped"])
+                .with_label_values(&[route, "dropped"])
                 .inc();
             return;
         };
-        let this = Arc::clone(self);
         tokio::spawn(async move {
             let _permit = permit;
-            this.read_back(job).await;
+            work.await;
         });
     }
 
@@ -540,6 +539,25 @@ fn pointer(answer: &Answer, path: &str, redact: &[String]) -> serde_json::Value 
     }
 }
 
+impl Answer {
+    /// From a response's status and headers and its buffered body.
+    pub fn from_parts(parts: &http::response::Parts, body: &[u8]) -> Self {
+        Self {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (k.as_str().to_string(), v.to_string()))
+                })
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+}
+
 /// Buffers a (bounded) response into an [`Answer`].
 pub async fn buffer(response: Response<Body>) -> Result<Answer, String> {
     let (parts, body) = response.into_parts();
@@ -551,19 +569,7 @@ pub async fn buffer(response: Response<Body>) -> Result<Answer, String> {
     .await
     .map_err(|e| e.to_string())?
     .to_bytes();
-    Ok(Answer {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
-        body: bytes.to_vec(),
-    })
+    Ok(Answer::from_parts(&parts, &bytes))
 }
 
 /// Whether a legacy response is small enough, by its declared length, to be
