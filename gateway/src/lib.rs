@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod canary;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -120,6 +120,23 @@ enum Command {
         #[arg(long = "skip-check", global = true, value_parser = ["topic", "schema", "consumer-group"])]
         skip_checks: Vec<String>,
     },
+    /// Canary releases on a running gateway: status, pause, resume, abort,
+    /// promote (writes need GATEWAY_ADMIN_TOKEN).
+    Canary {
+        #[command(subcommand)]
+        command: CanaryCommand,
+        /// The gateway's admin URL.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:9080",
+            env = "GATEWAY_ADMIN_URL"
+        )]
+        admin: String,
+        /// Print the admin API's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Schema governance: compatibility, history checks, diffs, registration.
     Schemas {
         #[command(subcommand)]
@@ -153,6 +170,48 @@ enum AdapterCommand {
         /// Adapter name in [[adapters]].
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CanaryCommand {
+    /// Step, figures and decisions of one canary (or every canary).
+    Status {
+        /// Route name.
+        route: Option<String>,
+    },
+    /// Hold the current step (automatic rollback stays armed).
+    Pause {
+        /// Route name.
+        route: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Go on: a paused canary continues; a rolled-back or aborted one starts
+    /// again at its first step.
+    Resume {
+        /// Route name.
+        route: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Back to 0% now, and stay there until resumed.
+    Abort {
+        /// Route name.
+        route: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Next step now, without waiting for the interval.
+    Promote {
+        /// Route name.
+        route: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -340,6 +399,29 @@ fn main() -> ExitCode {
                 kafka,
                 quiet,
             } => gateway::demo::run(&config, &kafka, !quiet).await,
+            Command::Canary {
+                command,
+                admin,
+                json,
+            } => {
+                let (action, route, reason) = match command {
+                    CanaryCommand::Status { route } => ("status", route, None),
+                    CanaryCommand::Pause { route, reason } => ("pause", Some(route), reason),
+                    CanaryCommand::Resume { route, reason } => ("resume", Some(route), reason),
+                    CanaryCommand::Abort { route, reason } => ("abort", Some(route), reason),
+                    CanaryCommand::Promote { route, reason } => ("promote", Some(route), reason),
+                };
+                print_outcome(
+                    gateway::canary::cli::run(
+                        &admin,
+                        action,
+                        route.as_deref(),
+                        reason.as_deref(),
+                        json,
+                    )
+                    .await,
+                )
+            }
         }
     });
     match result {

@@ -2,7 +2,8 @@
 //! instance, rendered in Prometheus text format on the admin port.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from sub-millisecond proxying to slow brokers.
@@ -16,6 +17,12 @@ pub struct Metrics {
     registry: Registry,
     /// `gateway_requests_total{route,mode,status}`
     pub requests: IntCounterVec,
+    /// `gateway_canary_requests_total{route,arm,outcome}`
+    pub canary_requests: IntCounterVec,
+    /// `gateway_canary_decisions_total{route,action}`
+    pub canary_decisions: IntCounterVec,
+    /// `gateway_canary_percent{route}`
+    pub canary_percent: GaugeVec,
     /// `gateway_request_errors_total{route,side,reason}`
     pub request_errors: IntCounterVec,
     /// `gateway_upstream_duration_seconds{upstream}`: time to response headers.
@@ -163,6 +170,31 @@ impl Metrics {
                 "Shadow comparisons by outcome",
                 &["route", "outcome"],
             ),
+            canary_requests: counter(
+                &r,
+                "gateway_canary_requests_total",
+                "Requests of canaried routes by arm and outcome (ok, error)",
+                &["route", "arm", "outcome"],
+            ),
+            canary_decisions: counter(
+                &r,
+                "gateway_canary_decisions_total",
+                "Canary decisions applied on this replica (start, step-up, complete, rollback, pause, resume, abort, promote)",
+                &["route", "action"],
+            ),
+            canary_percent: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "gateway_canary_percent",
+                        "Share of requests the canary arm takes, percent",
+                    ),
+                    &["route"],
+                )
+                .unwrap_or_else(|e| unreachable!("{e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("{e}"));
+                g
+            },
             spool_depth,
             registry: r,
         }

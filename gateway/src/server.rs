@@ -120,6 +120,7 @@ impl Gateway {
                     c.kafka.control_topic.clone(),
                     c.kafka.audit_topic.clone(),
                     c.kafka.operations_topic.clone(),
+                    c.kafka.canary_figures_topic.clone(),
                 ])
                 .collect();
             let e = EmbeddedKafka::start(topics).map_err(StartError::Kafka)?;
@@ -230,10 +231,21 @@ impl Gateway {
             crate::operations::follow(shared.clone(), &kafka, &bootstrap).map_err(|e| {
                 StartError::Kafka(format!("operations topic {}: {e}", kafka.operations_topic))
             })?;
+        let figures = crate::canary::engine::follow_figures(shared.clone(), &kafka, &bootstrap)
+            .map_err(|e| {
+                StartError::Kafka(format!(
+                    "canary figures topic {}: {e}",
+                    kafka.canary_figures_topic
+                ))
+            })?;
         let mut background = vec![
             tokio::spawn(spool.run(publisher, metrics, retry_interval)),
             follower,
             operations,
+            figures,
+            // After the control topic was read, so stored canaries resume
+            // where they were instead of starting over.
+            tokio::spawn(crate::canary::engine::run(shared.clone())),
         ];
         if watch_config {
             match reload::watch(shared.clone(), config_path.to_path_buf()) {

@@ -95,6 +95,8 @@ pub struct Shared {
     pub config_path: Option<std::path::PathBuf>,
     /// Shadow copies and their comparisons.
     pub shadow: Arc<crate::shadow::Shadow>,
+    /// Canary states and figures.
+    pub canaries: Arc<crate::canary::Canaries>,
 }
 
 /// The I/O-side parts of [`Shared`].
@@ -133,10 +135,12 @@ impl Shared {
             spool,
             schema_ids,
         } = io;
+        let canaries = Arc::new(crate::canary::Canaries::new());
         let shadow = Arc::new(crate::shadow::Shadow::new(
             http.clone(),
             metrics.clone(),
             Some((publisher.clone(), startup.config.kafka.shadow_topic.clone())),
+            canaries.clone(),
         ));
         let c = &startup.config;
         // LRU, not moka's default TinyLFU: a new key must always be admitted,
@@ -174,6 +178,7 @@ impl Shared {
             control: admin.control,
             config_path: admin.config_path,
             shadow,
+            canaries,
             startup,
         }
     }

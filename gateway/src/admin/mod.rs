@@ -30,6 +30,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/audit", get(audit))
         .route("/admin/shadow/{route}", get(shadow_report))
+        .route("/admin/canary", get(canaries))
+        .route("/admin/canary/{route}", get(canary))
+        .route("/admin/canary/{route}/{action}", post(canary_action))
         .route("/metrics", get(metrics))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .with_state(shared)
@@ -127,6 +130,7 @@ async fn clear_mode(
 fn change_source(headers: &HeaderMap) -> &'static str {
     match headers.get("x-change-source").and_then(|v| v.to_str().ok()) {
         Some("plan") => "plan",
+        Some("cli") => "cli",
         _ => "api",
     }
 }
@@ -186,6 +190,98 @@ async fn shadow_report(State(shared): State<Arc<Shared>>, Path(route): Path<Stri
     }
 }
 
+async fn canaries(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let table = shared.table.load_full();
+    let file = shared.file_config.load_full();
+    let views: Vec<_> = file
+        .config
+        .routes
+        .iter()
+        .filter(|r| r.canary.is_some())
+        .filter_map(|r| crate::canary::engine::view(&shared, &table, &r.name))
+        .collect();
+    Json(json!({ "canaries": views }))
+}
+
+async fn canary(State(shared): State<Arc<Shared>>, Path(route): Path<String>) -> Response {
+    let table = shared.table.load_full();
+    match crate::canary::engine::view(&shared, &table, &route) {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": 404, "detail": format!("route {route} has no canary")})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ActionBody {
+    reason: Option<String>,
+}
+
+async fn canary_action(
+    State(shared): State<Arc<Shared>>,
+    Path((route, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::canary::engine::{act, ActError};
+    let who = match authorize(&shared, &headers) {
+        Ok(w) => w,
+        Err(d) => return denied(d),
+    };
+    let Some(action) = crate::canary::state::Action::by_person(&action) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": 404, "detail": format!("no canary action {action:?} (pause, resume, abort, promote)")})),
+        )
+            .into_response();
+    };
+    let body: ActionBody = if body.is_empty() {
+        ActionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"status": 400, "detail": format!("expected {{\"reason\": \"...\"}} or no body: {e}")})),
+                )
+                    .into_response()
+            }
+        }
+    };
+    let source = change_source(&headers);
+    match act(
+        &shared,
+        &route,
+        action,
+        &who,
+        source,
+        body.reason.as_deref(),
+    )
+    .await
+    {
+        Ok(_) => {
+            let table = shared.table.load_full();
+            Json(crate::canary::engine::view(&shared, &table, &route)).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                ActError::NotFound(_) => StatusCode::NOT_FOUND,
+                ActError::Conflict(_) => StatusCode::CONFLICT,
+                ActError::Control(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (
+                status,
+                Json(json!({"status": status.as_u16(), "detail": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct AuditQuery {
     limit: Option<usize>,
@@ -218,6 +314,15 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                 "schema": r.event.as_ref().map(|e| e.schema.full_name.clone()),
                 "schema_id": r.event.as_ref().map(|e| e.schema_id),
                 "subject": r.event.as_ref().map(|e| e.subject.clone()),
+                "canary": r.canary.as_ref().map(|c| {
+                    let state = shared.canaries.state(&r.name).filter(|s| s.mode == c.mode);
+                    json!({
+                        "mode": c.mode.as_str(),
+                        "upstream": c.arm.upstream.name,
+                        "percent": shared.canaries.percent(&r.name, c),
+                        "status": state.map(|s| s.status.as_str()),
+                    })
+                }),
             })
         })
         .collect();

@@ -203,6 +203,10 @@ pub struct KafkaConfig {
     /// Topic for shadow differences of routes with `publish_diffs`.
     #[serde(default = "default_shadow_topic")]
     pub shadow_topic: String,
+    /// Short-lived topic where each replica shares its canary figures, so a
+    /// step up is decided from the whole fleet's traffic.
+    #[serde(default = "default_canary_figures_topic")]
+    pub canary_figures_topic: String,
     /// Replication factor for the two topics above when the gateway creates
     /// them; -1 = the broker's default.
     #[serde(default = "default_replication")]
@@ -470,6 +474,67 @@ pub struct RouteConfig {
     /// Message key: a JSON pointer into the body (`/customerId`) or a path
     /// parameter (`{id}`) (dual-write and async).
     pub key: Option<String>,
+    /// Progressive release of another mode (and/or upstream) to a growing,
+    /// sticky share of requests, with automatic rollback.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `canary = { mode = "async", steps = [1, 5, 25, 50, 100], interval = "10m",
+/// sticky = "header:X-Customer-Id" }`
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The mode the canary arm serves with; the rest keep the route's mode.
+    pub mode: Mode,
+    /// The canary arm's upstream (for a rewritten service); the route's by
+    /// default.
+    pub upstream: Option<String>,
+    /// Shares of requests (percent, increasing, each in (0, 100]) the canary
+    /// arm takes, one after the other.
+    #[serde(default = "default_canary_steps")]
+    pub steps: Vec<f64>,
+    /// Healthy time at a step before stepping up (`10m`, `90s`).
+    #[serde(default = "default_canary_interval")]
+    pub interval: String,
+    /// Sliding window the figures are taken over (`1m`).
+    #[serde(default = "default_canary_window")]
+    pub window: String,
+    /// What keeps a caller in one arm: `header:NAME`, `cookie:NAME`, or
+    /// `key` (the route's event key). Requests without it take the base arm.
+    pub sticky: String,
+    /// Highest share of canary-arm requests that may fail (5xx or a failed
+    /// publish) within the window, 0-1.
+    #[serde(default = "default_canary_error_rate")]
+    pub max_error_rate: f64,
+    /// Highest p99 latency of the canary arm within the window, in milliseconds.
+    pub max_p99_ms: Option<u64>,
+    /// Highest share of the canary arm's shadow comparisons that may differ
+    /// (routes with `shadow`), 0-1.
+    pub max_shadow_diff_rate: Option<f64>,
+    /// Canary-arm requests needed within the window before any verdict
+    /// (step up or roll back).
+    #[serde(default = "default_canary_min_requests")]
+    pub min_requests: u64,
+    /// Client addresses or networks (`10.0.0.0/8`, `127.0.0.1`) whose
+    /// `X-Canary: always|never` header is honoured; nobody's by default.
+    #[serde(default)]
+    pub override_from: Vec<String>,
+}
+
+fn default_canary_steps() -> Vec<f64> {
+    vec![1.0, 5.0, 25.0, 50.0, 100.0]
+}
+fn default_canary_interval() -> String {
+    "10m".into()
+}
+fn default_canary_window() -> String {
+    "1m".into()
+}
+fn default_canary_error_rate() -> f64 {
+    0.01
+}
+fn default_canary_min_requests() -> u64 {
+    100
 }
 
 fn default_listen() -> SocketAddr {
@@ -507,6 +572,9 @@ fn default_operations_topic() -> String {
 }
 fn default_shadow_topic() -> String {
     "gateway.shadow-diffs".into()
+}
+fn default_canary_figures_topic() -> String {
+    "gateway.canary-figures".into()
 }
 fn default_audit_topic() -> String {
     "gateway.audit".into()

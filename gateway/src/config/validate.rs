@@ -238,10 +238,43 @@ impl Config {
                 _ => {}
             }
         }
-        if !route.mode.publishes() {
+        if let Some(canary) = &route.canary {
+            for msg in crate::canary::check(canary) {
+                problems.push(Problem::route(name, msg));
+            }
+            if let Some(up) = &canary.upstream {
+                if !self.upstreams.contains_key(up) {
+                    problems.push(Problem::route(
+                        name,
+                        format!("canary upstream {up:?} is not configured"),
+                    ));
+                }
+            }
+            if canary.max_shadow_diff_rate.is_some() && route.shadow.is_none() {
+                problems.push(Problem::route(
+                    name,
+                    "canary.max_shadow_diff_rate needs shadow on the route",
+                ));
+            }
+            if canary.sticky == "key" && route.key.is_none() {
+                problems.push(Problem::route(
+                    name,
+                    "canary.sticky = \"key\" needs the route's key",
+                ));
+            }
+        }
+        let mode = match &route.canary {
+            Some(c) if !route.mode.publishes() && c.mode.publishes() => c.mode,
+            _ => route.mode,
+        };
+        if !mode.publishes() {
             return;
         }
-        let mode = route.mode.as_str();
+        let mode = if mode == route.mode {
+            mode.as_str().to_string()
+        } else {
+            format!("canary {}", mode.as_str())
+        };
         match &route.topic {
             None => problems.push(Problem::route(name, format!("mode {mode} needs a topic"))),
             Some(t) => {

@@ -12,6 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::audit::Change;
+use crate::canary::state::CanaryState;
 use crate::config::{KafkaConfig, Mode};
 use crate::events::{OutgoingEvent, Publisher};
 use crate::state::Shared;
@@ -23,6 +24,15 @@ struct Flip {
     /// `None`: the override was cleared.
     mode: Option<Mode>,
     change: Change,
+}
+
+/// Anything on the control topic: a canary's state (keyed `canary/<route>`)
+/// or a flip (keyed by route).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum ControlMessage {
+    Canary { canary: CanaryState },
+    Flip(Flip),
 }
 
 /// The publishing side, held by [`Shared`].
@@ -63,6 +73,30 @@ impl ControlChannel {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+
+    /// Publishes a canary's state and waits for Kafka's acknowledgement.
+    pub async fn announce_canary(&self, state: &CanaryState) -> Result<(), String> {
+        let id = state
+            .decisions
+            .last()
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), |d| d.id.clone());
+        let event = OutgoingEvent {
+            id,
+            route: "control".into(),
+            topic: self.topic.clone(),
+            key: format!("canary/{}", state.route),
+            headers: vec![("content-type".into(), "application/json".into())],
+            payload: serde_json::to_vec(&ControlMessage::Canary {
+                canary: state.clone(),
+            })
+            .map_err(|e| e.to_string())?,
+        };
+        self.publisher
+            .publish(&event)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Creates the compacted control topic and the audit topic when missing.
@@ -75,10 +109,13 @@ pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), S
     let compacted = NewTopic::new(&kafka.control_topic, 1, TopicReplication::Fixed(rf))
         .set("cleanup.policy", "compact");
     let kept = NewTopic::new(&kafka.audit_topic, 1, TopicReplication::Fixed(rf));
+    // Figures are only useful for a window; ten minutes is plenty.
+    let figures = NewTopic::new(&kafka.canary_figures_topic, 1, TopicReplication::Fixed(rf))
+        .set("retention.ms", "600000");
     let operations = NewTopic::new(&kafka.operations_topic, 1, TopicReplication::Fixed(rf));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .create_topics([&compacted, &kept, &operations], &options)
+        .create_topics([&compacted, &kept, &operations, &figures], &options)
         .await
         .map_err(|e| e.to_string())?;
     for r in results {
@@ -165,6 +202,7 @@ pub async fn follow(
     // Catch up: the newest flip per route (change ids are time-ordered),
     // applied in one go.
     let mut latest: BTreeMap<String, Flip> = BTreeMap::new();
+    let mut canaries: BTreeMap<String, CanaryState> = BTreeMap::new();
     let mut reached: HashMap<i32, i64> = ends.iter().map(|(p, low, _)| (*p, *low)).collect();
     let deadline = Instant::now() + catch_up;
     let done = |reached: &HashMap<i32, i64>| {
@@ -181,16 +219,27 @@ pub async fn follow(
         match tokio::time::timeout(left, consumer.recv()).await {
             Ok(Ok(m)) => {
                 reached.insert(m.partition(), m.offset() + 1);
-                if let Some(flip) = m
+                match m
                     .payload()
-                    .and_then(|p| serde_json::from_slice::<Flip>(p).ok())
+                    .and_then(|p| serde_json::from_slice::<ControlMessage>(p).ok())
                 {
-                    let newer = latest
-                        .get(&flip.route)
-                        .is_none_or(|old| old.change.id < flip.change.id);
-                    if newer {
-                        latest.insert(flip.route.clone(), flip);
+                    Some(ControlMessage::Flip(flip)) => {
+                        let newer = latest
+                            .get(&flip.route)
+                            .is_none_or(|old| old.change.id < flip.change.id);
+                        if newer {
+                            latest.insert(flip.route.clone(), flip);
+                        }
                     }
+                    Some(ControlMessage::Canary { canary }) => {
+                        let newer = canaries
+                            .get(&canary.route)
+                            .is_none_or(|old| canary.supersedes(old));
+                        if newer {
+                            canaries.insert(canary.route.clone(), canary);
+                        }
+                    }
+                    None => {}
                 }
             }
             Ok(Err(e)) => tracing::warn!(topic, error = %e, "control topic read failed"),
@@ -204,14 +253,20 @@ pub async fn follow(
             .collect();
         super::apply_remote(&shared, updates).await;
     }
+    for state in canaries.into_values() {
+        crate::canary::engine::apply_remote(&shared, state);
+    }
 
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {
-                Ok(m) => match m.payload().map(serde_json::from_slice::<Flip>) {
-                    Some(Ok(flip)) => {
+                Ok(m) => match m.payload().map(serde_json::from_slice::<ControlMessage>) {
+                    Some(Ok(ControlMessage::Flip(flip))) => {
                         super::apply_remote(&shared, vec![(flip.route, flip.mode, flip.change)])
                             .await;
+                    }
+                    Some(Ok(ControlMessage::Canary { canary })) => {
+                        crate::canary::engine::apply_remote(&shared, canary);
                     }
                     Some(Err(e)) => {
                         tracing::warn!(topic = %topic, error = %e, "unreadable control message skipped")

@@ -67,8 +67,15 @@ pub(super) async fn serve(
             let task = shared
                 .tasks
                 .spawn(async move { publish_or_spool(&task_shared, event).await });
-            if let Err(e) = task.await {
-                tracing::error!(route = %route.name, error = %e, "publish task failed");
+            match task.await {
+                Ok(true) => {}
+                Ok(false) => {
+                    response.extensions_mut().insert(super::PublishFailed);
+                }
+                Err(e) => {
+                    response.extensions_mut().insert(super::PublishFailed);
+                    tracing::error!(route = %route.name, error = %e, "publish task failed");
+                }
             }
             super::shadowed::read_back(shared, route, params, &body_copy, true);
         }
@@ -84,13 +91,14 @@ pub(super) async fn serve(
     Ok(response)
 }
 
-async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
+/// Whether the event was published (`false`: spooled, or lost and counted).
+async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) -> bool {
     // While older events wait in the spool, newer ones queue behind them:
     // this keeps per-key order and spares callers a publish timeout each
     // while Kafka is known to be down.
     if shared.spool.depth() > 0 {
         spool(shared, &event, "spool not empty").await;
-        return;
+        return false;
     }
     let started = Instant::now();
     let result = shared.publisher.publish(&event).await;
@@ -106,7 +114,7 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
                 .events_published
                 .with_label_values(&[&event.route, &event.topic])
                 .inc();
-            return;
+            return true;
         }
         Err(e) => e,
     };
@@ -116,6 +124,7 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) {
         .with_label_values(&[&event.topic, err.reason()])
         .inc();
     spool(shared, &event, &err.to_string()).await;
+    false
 }
 
 async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) {

@@ -15,6 +15,7 @@ use axum::http::{header, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
+use crate::canary::{Arm, CanarySpec, Sticky};
 use crate::events::{EventContext, OutgoingEvent};
 use crate::problem::GatewayError;
 use crate::routing::{KeySource, Limits, Matched, Route};
@@ -73,31 +74,148 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
     };
 
     let route: Arc<Route> = route.clone();
-    let result = match route.mode {
-        crate::config::Mode::Passthrough => match shadowed::wanted(&route, request.method()) {
-            Some(spec) => {
-                shadowed::passthrough(&shared, &route, spec, table.limits, request, client_addr)
-                    .await
-            }
-            None => {
-                passthrough::forward(&shared, &route.upstream, table.limits, request, client_addr)
-                    .await
-            }
-        },
-        crate::config::Mode::DualWrite => {
-            dual_write::serve(&shared, &route, &params, table.limits, request, client_addr).await
-        }
-        crate::config::Mode::Async => {
-            async_accept::serve(&shared, &route, &params, table.limits, request).await
+    let Some(canary) = route.canary.clone() else {
+        let result = serve(&shared, &route, &params, table.limits, request, client_addr).await;
+        return finish(
+            &shared,
+            &route.name,
+            route.mode.as_str(),
+            result,
+            retry_after,
+        );
+    };
+    let started = std::time::Instant::now();
+    let picked = pick_arm(
+        &shared,
+        &route,
+        &canary,
+        &params,
+        table.limits,
+        request,
+        client_addr,
+    )
+    .await;
+    let (serving, request) = match picked {
+        Ok(p) => p,
+        Err(e) => {
+            return finish(
+                &shared,
+                &route.name,
+                route.mode.as_str(),
+                Err(e),
+                retry_after,
+            )
         }
     };
+    let result = serve(
+        &shared,
+        &serving,
+        &params,
+        table.limits,
+        request,
+        client_addr,
+    )
+    .await;
+    let failed = match &result {
+        Ok(r) => r.status().is_server_error() || r.extensions().get::<PublishFailed>().is_some(),
+        Err(e) => e.status().is_server_error(),
+    };
+    let arm = serving.arm.unwrap_or(Arm::Base);
+    shared
+        .canaries
+        .record(&route.name, &canary, arm, started.elapsed(), failed);
+    shared
+        .metrics
+        .canary_requests
+        .with_label_values(&[
+            route.name.as_str(),
+            arm.as_str(),
+            if failed { "error" } else { "ok" },
+        ])
+        .inc();
     finish(
         &shared,
         &route.name,
-        route.mode.as_str(),
+        serving.mode.as_str(),
         result,
         retry_after,
     )
+}
+
+/// Marks a response whose event could not be published (it was spooled):
+/// the caller got its answer, but the arm that served it counts a failure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublishFailed;
+
+/// Runs the route's mode.
+async fn serve(
+    shared: &Arc<Shared>,
+    route: &Route,
+    params: &[(String, String)],
+    limits: Limits,
+    request: Request<Body>,
+    client_addr: Option<SocketAddr>,
+) -> Result<Response, GatewayError> {
+    match route.mode {
+        crate::config::Mode::Passthrough => match shadowed::wanted(route, request.method()) {
+            Some(spec) => {
+                shadowed::passthrough(shared, route, spec, limits, request, client_addr).await
+            }
+            None => {
+                passthrough::forward(shared, &route.upstream, limits, request, client_addr).await
+            }
+        },
+        crate::config::Mode::DualWrite => {
+            dual_write::serve(shared, route, params, limits, request, client_addr).await
+        }
+        crate::config::Mode::Async => {
+            async_accept::serve(shared, route, params, limits, request).await
+        }
+    }
+}
+
+/// Which arm of a canaried route serves this request. With `sticky = "key"`
+/// and a key in the body, the body is read (bounded) first.
+async fn pick_arm(
+    shared: &Shared,
+    route: &Arc<Route>,
+    canary: &Arc<CanarySpec>,
+    params: &[(String, String)],
+    limits: Limits,
+    request: Request<Body>,
+    client_addr: Option<SocketAddr>,
+) -> Result<(Arc<Route>, Request<Body>), GatewayError> {
+    let percent = shared.canaries.percent(&route.name, canary);
+    let mut request = request;
+    let key = match (&canary.sticky, route.event.as_ref().map(|e| &e.key)) {
+        (Sticky::Key, Some(KeySource::PathParam(name))) => params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
+        (Sticky::Key, Some(KeySource::Pointer(pointer))) => {
+            check_declared_length(&request, limits.max_body_bytes)?;
+            let (parts, body) = request.into_parts();
+            let bytes = read_body(body, limits).await?;
+            let key = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|json| json.pointer(pointer).and_then(scalar_to_key));
+            request = Request::from_parts(parts, Body::from(bytes));
+            key
+        }
+        _ => None,
+    };
+    let (arm, _) = crate::canary::choose(
+        &route.name,
+        canary,
+        percent,
+        request.headers(),
+        client_addr.map(|a| a.ip()),
+        key.as_deref(),
+    );
+    Ok(match arm {
+        Arm::Base => (route.clone(), request),
+        Arm::Canary => (canary.arm.clone(), request),
+    })
 }
 
 fn finish(

@@ -70,6 +70,7 @@ pub(super) async fn tee(
         headers: copy.headers,
         body: copy.body,
         primary,
+        arm: route.arm,
     });
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -100,6 +101,7 @@ pub(super) fn read_back(
         spec,
         body,
         params: params.to_vec(),
+        arm: route.arm,
     });
 }
 

@@ -107,11 +107,32 @@ async fn send(
     token: Option<&str>,
     body: Option<String>,
 ) -> Result<Vec<u8>, String> {
+    let (status, bytes) = admin_request(method, url, token, "plan", body).await?;
+    if status.is_success() {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    }
+}
+
+/// One call to a gateway's admin API: the status and body, or why there
+/// was no answer. A token marks the change's source (`plan`, `cli`) in the
+/// audit trail.
+pub async fn admin_request(
+    method: http::Method,
+    url: &str,
+    token: Option<&str>,
+    source: &str,
+    body: Option<String>,
+) -> Result<(http::StatusCode, Vec<u8>), String> {
     let mut request = http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
         request = request
             .header(http::header::AUTHORIZATION, format!("Bearer {t}"))
-            .header("x-change-source", "plan");
+            .header("x-change-source", source);
     }
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
@@ -132,12 +153,5 @@ async fn send(
         .await
         .map_err(|e| format!("{url}: {e}"))?
         .to_bytes();
-    if status.is_success() {
-        Ok(bytes.to_vec())
-    } else {
-        Err(format!(
-            "{url}: {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))
-    }
+    Ok((status, bytes.to_vec()))
 }

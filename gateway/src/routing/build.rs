@@ -201,6 +201,8 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             upstream,
             event,
             shadow,
+            canary: None,
+            arm: None,
         });
     }
 
@@ -208,6 +210,43 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
         return Err(problems);
     }
     let schema_ids = resolve_ids(&mut routes, ids, &mut problems).await;
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for (route, rc) in routes.iter_mut().zip(&config.routes) {
+        let Some(c) = rc
+            .canary
+            .as_ref()
+            .filter(|c| canary_changes_something(rc, c))
+        else {
+            continue;
+        };
+        let upstream = match &c.upstream {
+            Some(name) => upstreams.get(name).cloned(),
+            None => Some(route.upstream.clone()),
+        };
+        let Some(upstream) = upstream else {
+            continue; // reported by validate()
+        };
+        let arm = Arc::new(Route {
+            name: route.name.clone(),
+            method: route.method.clone(),
+            path: route.path.clone(),
+            mode: c.mode,
+            upstream,
+            event: route.event.clone(),
+            shadow: route.shadow.clone(),
+            canary: None,
+            arm: Some(crate::canary::Arm::Canary),
+        });
+        match crate::canary::CanarySpec::new(c, arm) {
+            Ok(spec) => {
+                route.canary = Some(Arc::new(spec));
+                route.arm = Some(crate::canary::Arm::Base);
+            }
+            Err(p) => problems.extend(p.into_iter().map(|m| Problem::route(&rc.name, m))),
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -274,7 +313,11 @@ fn event_spec(
     if let Err(msg) = check_key_in_schema(key, schema) {
         problems.push(Problem::route(&rc.name, msg));
     }
-    if !rc.mode.publishes() {
+    let canary_publishes = rc
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.mode.publishes() && canary_changes_something(rc, c));
+    if !rc.mode.publishes() && !canary_publishes {
         return None;
     }
     Some(EventSpec {
@@ -322,6 +365,12 @@ async fn resolve_ids(
         }
     }
     schema_ids
+}
+
+/// A canary whose arm would serve exactly like the route is inactive (for
+/// example once a flip gave the route the canary's mode).
+pub(crate) fn canary_changes_something(rc: &RouteConfig, c: &crate::config::CanaryConfig) -> bool {
+    c.mode != rc.mode || c.upstream.as_ref().is_some_and(|u| *u != rc.upstream)
 }
 
 fn key_source(key: &str) -> KeySource {

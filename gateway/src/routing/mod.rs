@@ -25,7 +25,7 @@ pub enum KeySource {
 }
 
 /// What a publishing route sends to Kafka.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EventSpec {
     /// Destination topic.
     pub topic: String,
@@ -58,6 +58,10 @@ pub struct Route {
     pub event: Option<EventSpec>,
     /// Shadow copies to a candidate, if configured.
     pub shadow: Option<Arc<crate::shadow::ShadowSpec>>,
+    /// The route's canary, when it has one that changes something.
+    pub canary: Option<Arc<crate::canary::CanarySpec>>,
+    /// Which arm of a canaried route this is (`None`: not canaried).
+    pub arm: Option<crate::canary::Arm>,
 }
 
 /// A matched request.

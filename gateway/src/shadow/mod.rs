@@ -68,6 +68,8 @@ pub struct ReadBack {
     pub body: serde_json::Value,
     /// Path parameters.
     pub params: Vec<(String, String)>,
+    /// The canary arm that served the request, on a canaried route.
+    pub arm: Option<crate::canary::Arm>,
 }
 
 /// Fills `{name}` from path parameters, then from top-level body fields.
@@ -178,6 +180,7 @@ pub struct Shadow {
     http: HttpClient,
     metrics: Metrics,
     diffs: Option<(crate::events::Publisher, String)>,
+    canaries: Arc<crate::canary::Canaries>,
 }
 
 /// One copy to make.
@@ -198,6 +201,8 @@ pub struct Job {
     pub body: Bytes,
     /// The caller's (legacy) answer.
     pub primary: Answer,
+    /// The canary arm that served the request, on a canaried route.
+    pub arm: Option<crate::canary::Arm>,
 }
 
 impl Shadow {
@@ -206,6 +211,7 @@ impl Shadow {
         http: HttpClient,
         metrics: Metrics,
         diffs: Option<(crate::events::Publisher, String)>,
+        canaries: Arc<crate::canary::Canaries>,
     ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -213,6 +219,7 @@ impl Shadow {
             http,
             metrics,
             diffs,
+            canaries,
         }
     }
 
@@ -284,7 +291,7 @@ impl Shadow {
             Ok(a) if (200..300).contains(&a.status) => a,
             Ok(a) => {
                 self.record(
-                    &job.route,
+                    (&job.route, job.arm),
                     &format!("GET {path}"),
                     &["status".to_string()],
                     &[],
@@ -320,7 +327,7 @@ impl Shadow {
             ),
         };
         self.record(
-            &job.route,
+            (&job.route, job.arm),
             &format!("GET {path} (read after write)"),
             &diffs,
             &[],
@@ -331,7 +338,7 @@ impl Shadow {
     /// Counts one comparison's differences.
     fn record(
         &self,
-        route: &str,
+        (route, arm): (&str, Option<crate::canary::Arm>),
         request: &str,
         diffs: &[String],
         noise: &[String],
@@ -376,6 +383,10 @@ impl Shadow {
             .shadow
             .with_label_values(&[route, outcome])
             .inc();
+        if let Some(arm) = arm {
+            self.canaries
+                .record_shadow(route, arm, outcome == "different");
+        }
         outcome
     }
 
@@ -439,7 +450,7 @@ impl Shadow {
             })
         };
         let request = format!("{} {}", job.method, job.path);
-        let outcome = self.record(&job.route, &request, &diffs, &noise, example);
+        let outcome = self.record((&job.route, job.arm), &request, &diffs, &noise, example);
         if outcome == "different" {
             tracing::info!(route = %job.route, request = %format!("{} {}", job.method, job.path), paths = ?diffs, "shadow answer differs");
             if let (true, Some((publisher, topic))) = (job.spec.publish_diffs, &self.diffs) {

@@ -89,6 +89,7 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
         audit_topic: "a".into(),
         operations_topic: "o".into(),
         shadow_topic: "s".into(),
+        canary_figures_topic: "f".into(),
         control_replication_factor: 1,
     };
     let publisher = Publisher::new(&config, kafka.bootstrap()).expect("producer");

@@ -1,0 +1,504 @@
+//! The canary loop: every tick, each canaried route is checked on the
+//! fleet's figures; a failed check rolls it back at once (here first, then
+//! on the control topic), a healthy interval steps it up (on the control
+//! topic first, so replicas never disagree on the step). People pause,
+//! resume, abort and promote through [`act`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use serde_json::json;
+
+use super::state::{now_ms, Action, CanaryState};
+use super::window::Figures;
+use super::{CanarySpec, LastCheck, Report};
+use crate::config::KafkaConfig;
+use crate::control::audit::Change;
+use crate::events::OutgoingEvent;
+use crate::routing::Route;
+use crate::state::Shared;
+
+/// How often each canary is checked.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often each replica shares its figures.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// A peer's report older than this is no longer counted (replica gone).
+const REPORT_FRESH: Duration = Duration::from_secs(4);
+/// How long a decision taken here keeps being offered to the control topic.
+const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A threshold is crossed: roll back.
+    Rollback(String),
+    /// Healthy for a whole interval: next step.
+    StepUp(String),
+    /// Healthy so far.
+    Healthy(String),
+    /// Not enough evidence, or not running.
+    Wait(String),
+}
+
+/// Judges the canary arm's fleet figures against the route's thresholds.
+/// Below `min_requests` nothing is decided either way.
+pub fn verdict(spec: &CanarySpec, state: &CanaryState, canary: &Figures, now_ms: i64) -> Verdict {
+    if !state.status.serving() {
+        return Verdict::Wait(format!(
+            "{}: waiting for a person (resume)",
+            state.status.as_str()
+        ));
+    }
+    if canary.requests < spec.min_requests {
+        return Verdict::Wait(format!(
+            "waiting: {} of {} canary requests in the window",
+            canary.requests, spec.min_requests
+        ));
+    }
+    let rate = canary.error_rate();
+    if rate > spec.max_error_rate {
+        return Verdict::Rollback(format!(
+            "canary error rate {:.2}% > max_error_rate {:.2}% ({} of {} requests failed)",
+            rate * 100.0,
+            spec.max_error_rate * 100.0,
+            canary.errors,
+            canary.requests
+        ));
+    }
+    if let (Some(max), Some(p99)) = (spec.max_p99_ms, canary.latency_ms(0.99)) {
+        if p99 > max as f64 {
+            return Verdict::Rollback(format!(
+                "canary p99 {p99:.1} ms > max_p99_ms {max} ms over {} requests",
+                canary.requests
+            ));
+        }
+    }
+    if let Some(max) = spec.max_shadow_diff_rate {
+        let rate = canary.shadow_diff_rate();
+        if canary.shadow_compared >= spec.min_requests && rate > max {
+            return Verdict::Rollback(format!(
+                "canary shadow diff rate {:.2}% > max_shadow_diff_rate {:.2}% ({} of {} comparisons)",
+                rate * 100.0,
+                max * 100.0,
+                canary.shadow_different,
+                canary.shadow_compared
+            ));
+        }
+    }
+    let interval = i64::try_from(spec.interval.as_millis()).unwrap_or(i64::MAX);
+    let at_step = now_ms.saturating_sub(state.since_ms);
+    if state.status == super::state::Status::Running && at_step >= interval {
+        return Verdict::StepUp(format!(
+            "healthy for {} over {} canary requests",
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(at_step / 1000 * 1000).unwrap_or(0)
+            )),
+            canary.requests
+        ));
+    }
+    Verdict::Healthy("healthy".into())
+}
+
+/// Checks every canaried route every [`TICK`] and shares this replica's
+/// figures every [`REPORT_EVERY`]; runs until aborted.
+pub async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report = Instant::now();
+    loop {
+        tick.tick().await;
+        let table = shared.table.load_full();
+        let report = last_report.elapsed() >= REPORT_EVERY;
+        if report {
+            last_report = Instant::now();
+        }
+        for route in table.routes() {
+            let Some(spec) = &route.canary else {
+                continue;
+            };
+            check_route(&shared, route, spec).await;
+            if report {
+                share_figures(&shared, route);
+            }
+        }
+    }
+}
+
+async fn check_route(shared: &Arc<Shared>, route: &Route, spec: &CanarySpec) {
+    let canaries = &shared.canaries;
+    let _one_decision_at_a_time = canaries.deciding.lock().await;
+    let state = match canaries.state(&route.name) {
+        Some(s) if s.mode == spec.mode => s,
+        previous => {
+            let version = previous.map_or(1, |p| p.version + 1);
+            let start = CanaryState::start(
+                &route.name,
+                spec.mode,
+                version,
+                &canaries.replica,
+                &spec.steps,
+            );
+            // Announced after: only fails if the state vanished.
+            let _ = commit(shared, &spec.steps, start, Announce::After, "canary").await;
+            return;
+        }
+    };
+    let (base, canary, replicas) = canaries.fleet(&route.name, state.version, REPORT_FRESH);
+    let figures = json!({
+        "replicas": replicas,
+        "canary": canary.summary(),
+        "base": base.summary(),
+    });
+    let verdict = verdict(spec, &state, &canary, now_ms());
+    let outcome = match &verdict {
+        Verdict::Rollback(r) => format!("FAILED: {r}"),
+        Verdict::StepUp(r) | Verdict::Healthy(r) | Verdict::Wait(r) => r.clone(),
+    };
+    canaries.set_check(
+        &route.name,
+        LastCheck {
+            at: jiff::Timestamp::now().to_string(),
+            outcome,
+            replicas,
+            canary: canary.summary(),
+            base: base.summary(),
+        },
+    );
+    let (action, reason, announce) = match verdict {
+        // Here first: customers are hurt now, and the control topic may be
+        // part of what is failing.
+        Verdict::Rollback(r) => (Action::Rollback, r, Announce::After),
+        // Fleet first: a step up must not happen on one replica only.
+        Verdict::StepUp(r) => (Action::StepUp, r, Announce::Before),
+        Verdict::Healthy(_) | Verdict::Wait(_) => return,
+    };
+    match state.next(
+        action,
+        &canaries.replica,
+        &reason,
+        Some(figures),
+        &spec.steps,
+    ) {
+        Ok(next) => {
+            if let Err(e) = commit(shared, &spec.steps, next, announce, "canary").await {
+                tracing::warn!(route = %route.name, error = %e, "canary step-up not announced; retried next check");
+            }
+        }
+        Err(e) => tracing::debug!(route = %route.name, error = %e, "no canary transition"),
+    }
+}
+
+/// When a decision goes to the control topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// First; if that fails the decision is not taken anywhere.
+    Before,
+    /// After taking it here, retried in the background until it is out or
+    /// superseded.
+    After,
+}
+
+/// Takes a decision: installs the new state, audits it, and announces it
+/// to the fleet.
+pub async fn commit(
+    shared: &Arc<Shared>,
+    steps: &[f64],
+    next: CanaryState,
+    announce: Announce,
+    source: &str,
+) -> Result<Arc<CanaryState>, String> {
+    if announce == Announce::Before {
+        if let Some(control) = &shared.control {
+            control.announce_canary(&next).await?;
+        }
+    }
+    let route = next.route.clone();
+    install(shared, steps, next.clone(), source, None);
+    if announce == Announce::After && shared.control.is_some() {
+        {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                loop {
+                    let superseded = shared
+                        .canaries
+                        .state(&next.route)
+                        .is_some_and(|s| s.version > next.version);
+                    if superseded || started.elapsed() > ANNOUNCE_FOR {
+                        return;
+                    }
+                    let Some(control) = &shared.control else {
+                        return;
+                    };
+                    match control.announce_canary(&next).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(route = %next.route, error = %e, "canary decision not yet on the control topic; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    shared
+        .canaries
+        .state(&route)
+        .ok_or_else(|| "state vanished".to_string())
+}
+
+/// Installs a state if it supersedes the current one, with audit, log line
+/// and metrics. `origin` names the control-topic message it came from.
+fn install(shared: &Shared, steps: &[f64], next: CanaryState, source: &str, origin: Option<&str>) {
+    let Some(decision) = next.decisions.last().cloned() else {
+        return;
+    };
+    let route = next.route.clone();
+    let after = next.describe(steps);
+    let percent = next.percent(steps);
+    let old = match shared.canaries.install(next) {
+        Ok(old) => old,
+        Err(_) => return,
+    };
+    let mut change = Change::now(&decision.by, source, Some(&route));
+    change.before = old.map(|o| o.describe(steps));
+    change.after = Some(after);
+    let mut detail = format!("canary {}: {}", decision.action.as_str(), decision.reason);
+    if let Some(f) = &decision.figures {
+        detail.push_str(&format!("; figures {f}"));
+    }
+    if let Some(o) = origin {
+        detail.push_str(&format!(" (applied from the control topic, decision {o})"));
+    }
+    change.detail = Some(detail);
+    shared.audit.record(change);
+    shared
+        .metrics
+        .canary_decisions
+        .with_label_values(&[&route, decision.action.as_str()])
+        .inc();
+    shared
+        .metrics
+        .canary_percent
+        .with_label_values(&[&route])
+        .set(percent);
+    if decision.action == Action::Rollback {
+        tracing::error!(route, reason = %decision.reason, "CANARY ROLLED BACK to 0%; it stays there until a person resumes it");
+    } else {
+        tracing::info!(route, action = decision.action.as_str(), percent, reason = %decision.reason, "canary decision");
+    }
+}
+
+/// Applies a state received from the control topic.
+pub fn apply_remote(shared: &Shared, state: CanaryState) {
+    let table = shared.table.load();
+    let steps = table
+        .routes()
+        .iter()
+        .find(|r| r.name == state.route)
+        .and_then(|r| r.canary.as_ref().map(|c| c.steps.clone()))
+        .unwrap_or_default();
+    let origin = state.decisions.last().map(|d| d.id.clone());
+    install(shared, &steps, state, "replica", origin.as_deref());
+}
+
+/// Why a person's action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// No such route, or it has no active canary.
+    #[error("{0}")]
+    NotFound(String),
+    /// The action does not apply to the canary's status.
+    #[error("{0}")]
+    Conflict(String),
+    /// The control topic did not take it: not applied anywhere.
+    #[error("control topic: {0}")]
+    Control(String),
+}
+
+/// A person's `pause`, `resume`, `abort` or `promote`.
+pub async fn act(
+    shared: &Arc<Shared>,
+    route: &str,
+    action: Action,
+    by: &str,
+    source: &str,
+    reason: Option<&str>,
+) -> Result<Arc<CanaryState>, ActError> {
+    let table = shared.table.load_full();
+    let Some(spec) = table
+        .routes()
+        .iter()
+        .find(|r| r.name == route)
+        .and_then(|r| r.canary.clone())
+    else {
+        return Err(ActError::NotFound(format!(
+            "route {route} has no active canary"
+        )));
+    };
+    let _one_decision_at_a_time = shared.canaries.deciding.lock().await;
+    let state = shared
+        .canaries
+        .state(route)
+        .filter(|s| s.mode == spec.mode)
+        .ok_or_else(|| {
+            ActError::Conflict(format!(
+                "the canary of {route} has not started yet; try again in a moment"
+            ))
+        })?;
+    let reason = reason
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} by {by}", action.as_str()));
+    let next = state
+        .next(action, by, &reason, None, &spec.steps)
+        .map_err(ActError::Conflict)?;
+    commit(shared, &spec.steps, next, Announce::Before, source)
+        .await
+        .map_err(ActError::Control)
+}
+
+/// Publishes this replica's figures for `route` (in the background).
+fn share_figures(shared: &Arc<Shared>, route: &Route) {
+    let Some(state) = shared.canaries.state(&route.name) else {
+        return;
+    };
+    let (base, canary) = shared.canaries.own(&route.name, state.version);
+    if base.requests == 0 && canary.requests == 0 {
+        return;
+    }
+    let report = Report {
+        replica: shared.canaries.replica.clone(),
+        route: route.name.clone(),
+        version: state.version,
+        base,
+        canary,
+    };
+    let Ok(payload) = serde_json::to_vec(&report) else {
+        return;
+    };
+    let event = OutgoingEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        route: "canary".into(),
+        topic: shared.startup.config.kafka.canary_figures_topic.clone(),
+        key: route.name.clone(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        payload,
+    };
+    let publisher = shared.publisher.clone();
+    tokio::spawn(async move {
+        if let Err(e) = publisher.publish(&event).await {
+            tracing::debug!(error = %e, "canary figures not shared");
+        }
+    });
+}
+
+/// Follows the other replicas' figures from now on.
+pub fn follow_figures(
+    shared: Arc<Shared>,
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let topic = kafka.canary_figures_topic.clone();
+    let consumer: StreamConsumer = crate::events::client_config(kafka, bootstrap)
+        .set(
+            "group.id",
+            format!("gateway-canary-{}", shared.canaries.replica),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("topic.metadata.refresh.interval.ms", "2000")
+        .create()
+        .map_err(|e| e.to_string())?;
+    consumer.subscribe(&[&topic]).map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(m) => {
+                    if let Some(Ok(report)) = m.payload().map(serde_json::from_slice::<Report>) {
+                        shared.canaries.peer_report(report);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic, error = %e, "canary figures read failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// `GET /admin/canary/{route}`: the state, the thresholds, the last check
+/// with its fleet figures, this replica's figures and the decisions
+/// (newest first). `None` when the route has no canary in its file.
+pub fn view(
+    shared: &Shared,
+    table: &crate::routing::RouteTable,
+    route: &str,
+) -> Option<serde_json::Value> {
+    let file = shared.file_config.load();
+    let rc = file.config.routes.iter().find(|r| r.name == route)?;
+    let configured = rc.canary.as_ref()?;
+    let served = table.routes().iter().find(|r| r.name == route)?;
+    let Some(spec) = &served.canary else {
+        return Some(json!({
+            "route": route,
+            "status": "inactive",
+            "detail": format!(
+                "the route serves {} itself (runtime flip or file): its canary changes nothing",
+                served.mode.as_str()
+            ),
+            "base": {"mode": served.mode.as_str(), "upstream": served.upstream.name},
+            "canary": {"mode": configured.mode.as_str(), "upstream": configured.upstream.clone().unwrap_or_else(|| served.upstream.name.clone())},
+        }));
+    };
+    let state = shared.canaries.state(route).filter(|s| s.mode == spec.mode);
+    let (own_base, own_canary) = state
+        .as_ref()
+        .map(|s| shared.canaries.own(route, s.version))
+        .unwrap_or_default();
+    let at = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.to_string())
+            .ok()
+    };
+    let interval_ms = i64::try_from(spec.interval.as_millis()).unwrap_or(i64::MAX);
+    let next_step_at = state
+        .as_ref()
+        .filter(|s| s.status == super::state::Status::Running)
+        .and_then(|s| at(s.since_ms.saturating_add(interval_ms)));
+    let mut decisions: Vec<_> = state
+        .as_ref()
+        .map(|s| s.decisions.clone())
+        .unwrap_or_default();
+    decisions.reverse();
+    Some(json!({
+        "route": route,
+        "status": state.as_ref().map_or("starting", |s| s.status.as_str()),
+        "percent": shared.canaries.percent(route, spec),
+        "step": state.as_ref().map(|s| s.step.min(spec.steps.len().saturating_sub(1)) + 1),
+        "steps": spec.steps,
+        "since": state.as_ref().and_then(|s| at(s.since_ms)),
+        "next_step_at": next_step_at,
+        "version": state.as_ref().map(|s| s.version),
+        "base": {"mode": served.mode.as_str(), "upstream": served.upstream.name},
+        "canary": {"mode": spec.mode.as_str(), "upstream": spec.arm.upstream.name},
+        "sticky": configured.sticky,
+        "thresholds": {
+            "max_error_rate": spec.max_error_rate,
+            "max_p99_ms": spec.max_p99_ms,
+            "max_shadow_diff_rate": spec.max_shadow_diff_rate,
+            "min_requests": spec.min_requests,
+            "window": configured.window,
+            "interval": configured.interval,
+        },
+        "last_check": shared.canaries.last_check(route),
+        "this_replica": {
+            "replica": shared.canaries.replica,
+            "canary": own_canary.summary(),
+            "base": own_base.summary(),
+        },
+        "decisions": decisions,
+    }))
+}
