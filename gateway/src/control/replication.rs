@@ -99,11 +99,41 @@ impl ControlChannel {
     }
 }
 
-/// Creates the compacted control topic and the audit topic when missing.
+/// Creates the gateway's own topics (control, audit, operations, canary
+/// figures) that do not exist yet. Topics provisioned beforehand are left
+/// alone, so no CreateTopics permission is needed for them.
 pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = crate::events::client_config(kafka, bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
+    let admin = Arc::new(admin);
+    let wanted = [
+        kafka.control_topic.clone(),
+        kafka.audit_topic.clone(),
+        kafka.operations_topic.clone(),
+        kafka.canary_figures_topic.clone(),
+    ];
+    let existing = {
+        let admin = Arc::clone(&admin);
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| t.name().to_string())
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    if wanted.iter().all(|t| existing.contains(t)) {
+        return Ok(());
+    }
     let rf = kafka.control_replication_factor;
     // One partition: a single log orders every flip.
     let compacted = NewTopic::new(&kafka.control_topic, 1, TopicReplication::Fixed(rf))
@@ -114,8 +144,12 @@ pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), S
         .set("retention.ms", "600000");
     let operations = NewTopic::new(&kafka.operations_topic, 1, TopicReplication::Fixed(rf));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let missing: Vec<&NewTopic<'_>> = [&compacted, &kept, &operations, &figures]
+        .into_iter()
+        .filter(|t| !existing.iter().any(|e| e == t.name))
+        .collect();
     let results = admin
-        .create_topics([&compacted, &kept, &operations, &figures], &options)
+        .create_topics(missing, &options)
         .await
         .map_err(|e| e.to_string())?;
     for r in results {
