@@ -84,6 +84,15 @@ pub async fn run(
     Outcome { code: 0, lines }
 }
 
+/// `1` for 1.0, `0.5` for 0.5: shares as people write them.
+fn pct(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        Some(f) => f.to_string(),
+        None => v.to_string(),
+    }
+}
+
 /// A canary's view in a few lines.
 fn describe(c: &Value, lines: &mut Vec<String>) {
     let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
@@ -92,7 +101,7 @@ fn describe(c: &Value, lines: &mut Vec<String>) {
         s(&c["route"]),
         s(&c["base"]["mode"]),
         s(&c["canary"]["mode"]),
-        s(&c["percent"]),
+        pct(&c["percent"]),
         s(&c["status"]),
         s(&c["step"]),
         c["steps"].as_array().map_or(0, Vec::len),
@@ -125,8 +134,8 @@ fn describe(c: &Value, lines: &mut Vec<String>) {
                 "  {} {} {}% → {}% by {}: {}",
                 s(&d["at"]),
                 s(&d["action"]),
-                s(&d["from_percent"]),
-                s(&d["to_percent"]),
+                pct(&d["from_percent"]),
+                pct(&d["to_percent"]),
                 s(&d["by"]),
                 s(&d["reason"]),
             ));
