@@ -157,3 +157,105 @@ async fn status_pause_resume_promote_and_abort_from_the_command_line() {
     assert_eq!(audit, 4);
     gateway.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The shop of the repository, served on ephemeral ports.
+fn shop(dir: &Path) -> std::path::PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(repo.join("routes.toml")).expect("routes");
+    let text = text
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9080", "127.0.0.1:0");
+    std::fs::write(dir.join("routes.toml"), text).expect("write");
+    for sub in ["schemas", "migration-plan"] {
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(repo.join(sub))
+            .arg(dir)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    dir.join("routes.toml")
+}
+
+async fn plan(dir: &Path, admin: &str, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command
+        .arg("plan")
+        .args(args)
+        .args([
+            "--admin",
+            admin,
+            "--skip-check",
+            "topic",
+            "--skip-check",
+            "consumer-group",
+        ])
+        .current_dir(dir)
+        .env_remove("GATEWAY_CONFIG")
+        .env("GATEWAY_ADMIN_TOKEN", TOKEN);
+    tokio::task::spawn_blocking(move || command.output().expect("gateway runs"))
+        .await
+        .expect("joined")
+}
+
+#[tokio::test]
+async fn the_checkout_phase_on_a_running_gateway_aborts_and_resumes_its_canary() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gateway = Gateway::start_with(
+        &shop(dir.path()),
+        Overrides {
+            admin_token: Some(("cli".into(), TOKEN.into())),
+            ..Overrides::default()
+        },
+    )
+    .await
+    .expect("the shop starts");
+    let admin = format!("http://{}", gateway.admin_addr);
+    let status = |o: &Output| stdout(o);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stdout(&canary(&admin, &["status", "checkout"], None).await).contains("(running)") {
+        assert!(
+            Instant::now() < deadline,
+            "the checkout canary never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let o = plan(dir.path(), &admin, &["status"]).await;
+    assert!(
+        status(&o).contains("checkout: passthrough, canary → async (running)"),
+        "{}",
+        status(&o)
+    );
+    let o = plan(dir.path(), &admin, &["rollback", "checkout"]).await;
+    assert!(o.status.success(), "{}", status(&o));
+    assert!(
+        status(&o).contains("checkout: canary abort"),
+        "{}",
+        status(&o)
+    );
+    let o = canary(&admin, &["status", "checkout"], None).await;
+    assert!(stdout(&o).contains("at 0% (aborted)"), "{}", stdout(&o));
+    let o = plan(dir.path(), &admin, &["status"]).await;
+    assert!(
+        status(&o).contains("03-checkout (month 3): not applied"),
+        "{}",
+        status(&o)
+    );
+
+    let o = plan(dir.path(), &admin, &["apply", "checkout"]).await;
+    assert!(o.status.success(), "{}", status(&o));
+    assert!(
+        status(&o).contains("checkout: canary resume"),
+        "{}",
+        status(&o)
+    );
+    let o = canary(&admin, &["status", "checkout"], None).await;
+    assert!(
+        stdout(&o).contains("at 1% (running), step 1 of 5"),
+        "{}",
+        stdout(&o)
+    );
+    gateway.shutdown(Duration::from_secs(5)).await;
+}

@@ -48,11 +48,23 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
     // An operator's note on the line the plan edits must survive it.
     let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
     let text = text.replacen(
-        "mode = \"async\"",
-        "mode = \"async\"   # month 3: checkout",
+        "mode = \"dual-write\"",
+        "mode = \"dual-write\"   # month 2: registration",
         1,
     );
     std::fs::write(root.join("routes.toml"), text).expect("write");
+    let canary_of = |route: &str| {
+        let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
+        let doc: toml::Value = toml::from_str(&text).expect("toml");
+        doc["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .find(|r| r["name"].as_str() == Some(route))
+            .and_then(|r| r.get("canary"))
+            .and_then(|c| c["mode"].as_str())
+            .map(str::to_string)
+    };
     let mode_of = |route: &str| {
         let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
         let doc: toml::Value = toml::from_str(&text).expect("toml");
@@ -78,7 +90,12 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
         let r = plan(root, &["rollback", phase]);
         assert_eq!(r.status.code(), Some(0), "{}", out(&r));
     }
-    assert_eq!(mode_of("create-order").as_deref(), Some("passthrough"));
+    assert_eq!(mode_of("checkout").as_deref(), Some("passthrough"));
+    assert_eq!(
+        canary_of("checkout"),
+        None,
+        "rolling back removes the canary"
+    );
     assert_eq!(mode_of("register-user").as_deref(), Some("passthrough"));
     let status = out(&plan(root, &["status"]));
     assert!(
@@ -94,7 +111,8 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
         "{}",
         out(&early)
     );
-    assert_eq!(mode_of("create-order").as_deref(), Some("passthrough"));
+    assert_eq!(mode_of("checkout").as_deref(), Some("passthrough"));
+    assert_eq!(canary_of("checkout"), None);
 
     // A dry run shows and changes nothing.
     let dry = plan(
@@ -110,7 +128,7 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
 
     for (phase, route, mode) in [
         ("user-registration", "register-user", "dual-write"),
-        ("checkout", "create-order", "async"),
+        ("checkout", "checkout", "passthrough"),
     ] {
         let r = plan(root, &[&["apply", phase], SKIP].concat());
         assert_eq!(r.status.code(), Some(0), "{}", out(&r));
@@ -121,18 +139,32 @@ fn the_months_apply_in_turn_and_roll_back_in_reverse_on_the_routes_file() {
         );
         assert_eq!(mode_of(route).as_deref(), Some(mode));
     }
+    // Checkout keeps its legacy mode and goes to async through a canary.
+    assert_eq!(canary_of("checkout").as_deref(), Some("async"));
     let status = out(&plan(root, &["status"]));
     assert!(
         status.contains("03-checkout (month 3): applied"),
         "{status}"
     );
+    assert!(
+        status.contains(
+            "checkout: passthrough, canary → async (plan: passthrough → async through a canary)"
+        ),
+        "{status}"
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config", "routes.toml"])
+        .current_dir(root)
+        .output()
+        .expect("gateway runs");
+    assert!(check.status.success(), "the applied file is valid");
     let text = std::fs::read_to_string(root.join("routes.toml")).expect("read");
     assert!(
         text.contains("# The example shop"),
         "comments survive the edits"
     );
     assert!(
-        text.contains("mode = \"async\"   # month 3: checkout"),
+        text.contains("mode = \"dual-write\"   # month 2: registration"),
         "inline comments too:\n{text}"
     );
 }

@@ -2,26 +2,69 @@
 //! kept, validated before it replaces the old file) or on a running gateway
 //! through its admin API.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::body::Body;
 use http_body_util::BodyExt;
 
+use super::{RouteNow, Routes};
 use crate::config::{LoadedConfig, Mode};
 
-/// Each route's mode in the file.
-pub fn file_modes(loaded: &LoadedConfig) -> BTreeMap<String, Mode> {
+/// One thing a phase changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Set the route's mode.
+    Mode(String, Mode),
+    /// Give the route this `canary` table (routes file only).
+    SetCanary(String, toml::Table),
+    /// Take the route's `canary` table away (routes file only).
+    RemoveCanary(String),
+    /// `resume` or `abort` the route's canary (running gateway only).
+    CanaryAction(String, &'static str),
+}
+
+impl Step {
+    /// For output, with where the route stands now.
+    pub fn describe(&self, routes: &Routes) -> String {
+        match self {
+            Step::Mode(r, m) => format!(
+                "{r}: {} → {}",
+                routes.get(r).map_or("missing", |n| n.mode.as_str()),
+                m.as_str()
+            ),
+            Step::SetCanary(r, t) => format!(
+                "{r}: canary → {} (steps {})",
+                t.get("mode").and_then(|m| m.as_str()).unwrap_or("?"),
+                t.get("steps")
+                    .map_or_else(|| "default".to_string(), ToString::to_string)
+            ),
+            Step::RemoveCanary(r) => format!("{r}: canary removed"),
+            Step::CanaryAction(r, a) => format!("{r}: canary {a}"),
+        }
+    }
+}
+
+/// Each route's mode and canary in the file.
+pub fn file_routes(loaded: &LoadedConfig) -> Routes {
     loaded
         .config
         .routes
         .iter()
-        .map(|r| (r.name.clone(), r.mode))
+        .map(|r| {
+            (
+                r.name.clone(),
+                RouteNow {
+                    mode: r.mode,
+                    canary: r.canary.as_ref().map(|c| (c.mode, None)),
+                },
+            )
+        })
         .collect()
 }
 
-/// Live modes (and file modes) of a running gateway, from `/admin/routes`.
-pub async fn live_modes(admin: &str) -> Result<Vec<(String, Mode, Option<Mode>)>, String> {
+/// Each route of a running gateway as it serves it (and the mode its file
+/// gives it), from `/admin/routes`.
+pub async fn live_routes(admin: &str) -> Result<Vec<(String, RouteNow, Option<Mode>)>, String> {
     let url = format!("{}/admin/routes", admin.trim_end_matches('/'));
     let body = send(http::Method::GET, &url, None, None).await?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
@@ -34,9 +77,14 @@ pub async fn live_modes(admin: &str) -> Result<Vec<(String, Mode, Option<Mode>)>
         .map(|rs| {
             rs.iter()
                 .filter_map(|r| {
+                    let canary = parse(&r["canary"]["mode"])
+                        .map(|m| (m, r["canary"]["status"].as_str().map(str::to_string)));
                     Some((
                         r["name"].as_str()?.to_string(),
-                        parse(&r["mode"])?,
+                        RouteNow {
+                            mode: parse(&r["mode"])?,
+                            canary,
+                        },
                         parse(&r["file_mode"]),
                     ))
                 })
@@ -45,9 +93,9 @@ pub async fn live_modes(admin: &str) -> Result<Vec<(String, Mode, Option<Mode>)>
         .unwrap_or_default())
 }
 
-/// Sets each route's `mode` in the routes file. The edited file must pass
+/// Carries the steps out on the routes file. The edited file must pass
 /// `gateway check` before it replaces the old one; comments and layout stay.
-pub async fn to_file(path: &Path, changes: &[(String, Mode)]) -> Result<(), Vec<String>> {
+pub async fn to_file(path: &Path, steps: &[Step]) -> Result<(), Vec<String>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let mut doc: toml_edit::DocumentMut = text
@@ -59,17 +107,49 @@ pub async fn to_file(path: &Path, changes: &[(String, Mode)]) -> Result<(), Vec<
     else {
         return Err(vec![format!("{}: no [[routes]]", path.display())]);
     };
-    for (name, mode) in changes {
+    for step in steps {
+        let name = match step {
+            Step::Mode(n, _) | Step::SetCanary(n, _) | Step::RemoveCanary(n) => n,
+            Step::CanaryAction(n, a) => {
+                return Err(vec![format!(
+                    "route {n}: canary {a} acts on a running gateway (--admin), not on the file"
+                )])
+            }
+        };
         let table = routes
             .iter_mut()
             .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))
             .ok_or_else(|| vec![format!("route {name} is not in {}", path.display())])?;
-        // Keep the spacing and any trailing comment of the old value.
-        let mut value = toml_edit::Value::from(mode.as_str());
-        if let Some(old) = table.get("mode").and_then(|i| i.as_value()) {
-            *value.decor_mut() = old.decor().clone();
+        match step {
+            Step::Mode(_, mode) => {
+                // Keep the spacing and any trailing comment of the old value.
+                let mut value = toml_edit::Value::from(mode.as_str());
+                if let Some(old) = table.get("mode").and_then(|i| i.as_value()) {
+                    *value.decor_mut() = old.decor().clone();
+                }
+                table["mode"] = toml_edit::Item::Value(value);
+            }
+            Step::SetCanary(_, canary) => {
+                let text = toml::to_string(canary).map_err(|e| vec![e.to_string()])?;
+                let doc: toml_edit::DocumentMut =
+                    text.parse().map_err(|e| vec![format!("canary: {e}")])?;
+                // `mode` first, as people write it.
+                let mut ordered = toml_edit::Table::new();
+                let parsed = doc.as_table();
+                for (k, v) in parsed
+                    .iter()
+                    .filter(|(k, _)| *k == "mode")
+                    .chain(parsed.iter().filter(|(k, _)| *k != "mode"))
+                {
+                    ordered.insert(k, v.clone());
+                }
+                table["canary"] = toml_edit::Item::Table(ordered);
+            }
+            Step::RemoveCanary(_) => {
+                table.remove("canary");
+            }
+            Step::CanaryAction(..) => {}
         }
-        table["mode"] = toml_edit::Item::Value(value);
     }
     let tmp = path.with_extension("toml.plan-tmp");
     std::fs::write(&tmp, doc.to_string()).map_err(|e| vec![format!("{}: {e}", tmp.display())])?;
@@ -80,17 +160,32 @@ pub async fn to_file(path: &Path, changes: &[(String, Mode)]) -> Result<(), Vec<
     std::fs::rename(&tmp, path).map_err(|e| vec![format!("{}: {e}", path.display())])
 }
 
-/// Flips each route on a running gateway (`PUT /admin/routes/{name}/mode`).
-pub async fn to_gateway(
-    admin: &str,
-    token: &str,
-    changes: &[(String, Mode)],
-) -> Result<(), Vec<String>> {
+/// Carries the steps out on a running gateway: flips
+/// (`PUT /admin/routes/{name}/mode`) and canary actions
+/// (`POST /admin/canary/{name}/{action}`).
+pub async fn to_gateway(admin: &str, token: &str, steps: &[Step]) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    for (name, mode) in changes {
-        let url = format!("{}/admin/routes/{name}/mode", admin.trim_end_matches('/'));
-        let body = serde_json::json!({ "mode": mode.as_str() }).to_string();
-        if let Err(e) = send(http::Method::PUT, &url, Some(token), Some(body)).await {
+    let base = admin.trim_end_matches('/');
+    for step in steps {
+        let (method, url, body) = match step {
+            Step::Mode(name, mode) => (
+                http::Method::PUT,
+                format!("{base}/admin/routes/{name}/mode"),
+                Some(serde_json::json!({ "mode": mode.as_str() }).to_string()),
+            ),
+            Step::CanaryAction(name, action) => (
+                http::Method::POST,
+                format!("{base}/admin/canary/{name}/{action}"),
+                Some(serde_json::json!({ "reason": "migration plan" }).to_string()),
+            ),
+            Step::SetCanary(name, _) | Step::RemoveCanary(name) => {
+                problems.push(format!(
+                    "route {name}: a canary lives in the routes file; change it without --admin, then reload the gateways"
+                ));
+                continue;
+            }
+        };
+        if let Err(e) = send(method, &url, Some(token), body).await {
             problems.push(e);
         }
     }

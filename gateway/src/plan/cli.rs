@@ -2,11 +2,11 @@
 //! code (0 done / nothing to do, 1 refused: preconditions or validation, 2
 //! unusable input).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{apply, checks, standing, Phase, Plan, Standing};
-use crate::config::{LoadedConfig, Mode};
+use super::apply::Step;
+use super::{apply, checks, standing, Phase, Plan, RouteNow, Routes, Standing};
+use crate::config::LoadedConfig;
 use crate::control::tokens::ENV_TOKEN;
 use crate::schema::commands::Outcome;
 
@@ -47,24 +47,25 @@ fn err(code: u8, lines: Vec<String>) -> Outcome {
     }
 }
 
-/// Effective modes: the running gateway's when `--admin` is given, else the file's.
-async fn modes(t: &Target, l: &Loaded) -> Result<(BTreeMap<String, Mode>, Vec<String>), Outcome> {
+/// Routes as they stand: the running gateway's when `--admin` is given,
+/// else the file's; and the drift between the two.
+async fn routes(t: &Target, l: &Loaded) -> Result<(Routes, Vec<String>), Outcome> {
+    let file = apply::file_routes(&l.config);
     let Some(admin) = &t.admin else {
-        return Ok((apply::file_modes(&l.config), Vec::new()));
+        return Ok((file, Vec::new()));
     };
-    let live = apply::live_modes(admin)
+    let live = apply::live_routes(admin)
         .await
         .map_err(|e| err(2, vec![e]))?;
-    let file = apply::file_modes(&l.config);
     let mut drift = Vec::new();
-    for (name, mode, live_file_mode) in &live {
-        let ours = file.get(name);
-        if Some(mode) != ours {
+    for (name, now, live_file_mode) in &live {
+        let ours = file.get(name).map(|r| r.mode);
+        if Some(now.mode) != ours {
             drift.push(format!(
                 "  {name}: this routes file says {}, the gateway serves {} ({})",
                 ours.map_or("nothing", |m| m.as_str()),
-                mode.as_str(),
-                if live_file_mode.as_ref() == Some(mode) {
+                now.mode.as_str(),
+                if live_file_mode.as_ref() == Some(&now.mode) {
                     "the gateway runs another file"
                 } else {
                     "runtime override"
@@ -72,7 +73,7 @@ async fn modes(t: &Target, l: &Loaded) -> Result<(BTreeMap<String, Mode>, Vec<St
             ));
         }
     }
-    Ok((live.into_iter().map(|(n, m, _)| (n, m)).collect(), drift))
+    Ok((live.into_iter().map(|(n, r, _)| (n, r)).collect(), drift))
 }
 
 /// `gateway plan status`.
@@ -81,7 +82,7 @@ pub async fn status(t: &Target) -> Outcome {
         Ok(l) => l,
         Err(o) => return o,
     };
-    let (modes, drift) = match modes(t, &l).await {
+    let (routes, drift) = match routes(t, &l).await {
         Ok(m) => m,
         Err(o) => return o,
     };
@@ -95,15 +96,22 @@ pub async fn status(t: &Target) -> Outcome {
         lines.push(format!(
             "{}{month}: {}",
             phase.id,
-            standing(phase, &modes).as_str()
+            standing(phase, &routes).as_str()
         ));
         for c in &phase.file.routes {
-            let now = modes.get(&c.name).map_or("missing", |m| m.as_str());
+            let now = routes
+                .get(&c.name)
+                .map_or_else(|| "missing".to_string(), RouteNow::describe);
             lines.push(format!(
-                "  {}: {now} (plan: {} → {})",
+                "  {}: {now} (plan: {} → {}{})",
                 c.name,
                 c.from.as_str(),
-                c.mode.as_str()
+                c.mode.as_str(),
+                if c.canary.is_some() {
+                    " through a canary"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -125,20 +133,16 @@ pub async fn diff(t: &Target, phase: &str) -> Outcome {
     let Some(p) = l.plan.get(phase) else {
         return unknown(&l.plan, phase);
     };
-    let (modes, _) = match modes(t, &l).await {
+    let (routes, _) = match routes(t, &l).await {
         Ok(m) => m,
         Err(o) => return o,
     };
     let mut lines = vec![format!("{}: {}", p.id, p.file.description.trim())];
-    lines.extend(
-        changes(p, &modes, false)
-            .iter()
-            .map(|(n, from, to)| match from {
-                Some(f) if f == to => format!("  {n}: already {}", to.as_str()),
-                Some(f) => format!("  {n}: {} → {}", f.as_str(), to.as_str()),
-                None => format!("  {n}: missing → {}", to.as_str()),
-            }),
-    );
+    match steps(p, &routes, false, t.admin.is_some()) {
+        Ok(steps) if steps.is_empty() => lines.push("  nothing to change".into()),
+        Ok(steps) => lines.extend(steps.iter().map(|s| format!("  {}", s.describe(&routes)))),
+        Err(refused) => lines.extend(refused.iter().map(|r| format!("  cannot: {r}"))),
+    }
     for c in &p.file.checks {
         lines.push(format!("  precondition: {}", describe_check(c)));
     }
@@ -169,23 +173,61 @@ fn unknown(plan: &Plan, phase: &str) -> Outcome {
     )
 }
 
-/// (route, current, target) for a phase, forward or back.
-fn changes(
-    p: &Phase,
-    modes: &BTreeMap<String, Mode>,
-    back: bool,
-) -> Vec<(String, Option<Mode>, Mode)> {
-    p.file
-        .routes
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                modes.get(&c.name).copied(),
-                if back { c.from } else { c.mode },
-            )
-        })
-        .collect()
+/// What carrying a phase out (or back) changes from where the routes
+/// stand, or why it cannot be done on this target.
+fn steps(p: &Phase, routes: &Routes, back: bool, live: bool) -> Result<Vec<Step>, Vec<String>> {
+    let mut steps = Vec::new();
+    let mut refused = Vec::new();
+    for c in &p.file.routes {
+        let Some(now) = routes.get(&c.name) else {
+            refused.push(format!("route {} is missing", c.name));
+            continue;
+        };
+        let name = c.name.clone();
+        if back {
+            if now.mode != c.from {
+                steps.push(Step::Mode(name.clone(), c.from));
+            }
+            let canary_there = now.canary.as_ref().is_some_and(|(m, _)| *m == c.mode);
+            match (live, canary_there) {
+                (false, true) => steps.push(Step::RemoveCanary(name)),
+                (true, true) if now.canary_toward(c.mode) => {
+                    steps.push(Step::CanaryAction(name, "abort"))
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if now.reaches(c.mode) {
+            continue;
+        }
+        let Some(canary) = c.canary_config() else {
+            steps.push(Step::Mode(name, c.mode));
+            continue;
+        };
+        match (live, &now.canary) {
+            (true, Some((m, _))) if *m == c.mode => steps.push(Step::CanaryAction(name, "resume")),
+            (true, _) => refused.push(format!(
+                "route {name} goes to {} through a canary, which lives in the routes file: apply this phase without --admin, then reload the gateways",
+                c.mode.as_str()
+            )),
+            (false, _) => match canary.map(|_| c.canary.clone().unwrap_or_default()) {
+                Ok(mut table) => {
+                    if now.mode != c.from {
+                        steps.push(Step::Mode(name.clone(), c.from));
+                    }
+                    table.insert("mode".into(), toml::Value::String(c.mode.as_str().into()));
+                    steps.push(Step::SetCanary(name, table));
+                }
+                Err(e) => refused.push(format!("route {name}: canary: {e}")),
+            },
+        }
+    }
+    if refused.is_empty() {
+        Ok(steps)
+    } else {
+        Err(refused)
+    }
 }
 
 /// `gateway plan apply <phase> [--dry-run]` and `gateway plan rollback <phase>`.
@@ -197,7 +239,7 @@ pub async fn apply(t: &Target, phase: &str, dry_run: bool, back: bool) -> Outcom
     let Some(p) = l.plan.get(phase) else {
         return unknown(&l.plan, phase);
     };
-    let (modes, _) = match modes(t, &l).await {
+    let (routes, _) = match routes(t, &l).await {
         Ok(m) => m,
         Err(o) => return o,
     };
@@ -208,7 +250,7 @@ pub async fn apply(t: &Target, phase: &str, dry_run: bool, back: bool) -> Outcom
     if back {
         for later in l.plan.after(p) {
             if matches!(
-                standing(later, &modes),
+                standing(later, &routes),
                 Standing::Applied | Standing::Partial
             ) {
                 refused.push(format!(
@@ -220,7 +262,7 @@ pub async fn apply(t: &Target, phase: &str, dry_run: bool, back: bool) -> Outcom
     } else {
         if let Some(req) = &p.file.requires {
             if let Some(rp) = l.plan.get(req) {
-                let ok = match standing(rp, &modes) {
+                let ok = match standing(rp, &routes) {
                     Standing::Applied => true,
                     Standing::ChecksOnly => run_checks(t, &l, rp, &mut lines).await,
                     _ => false,
@@ -234,22 +276,19 @@ pub async fn apply(t: &Target, phase: &str, dry_run: bool, back: bool) -> Outcom
             refused.push("preconditions failed".into());
         }
     }
+    let todo = match steps(p, &routes, back, t.admin.is_some()) {
+        Ok(todo) => todo,
+        Err(why) => {
+            refused.extend(why);
+            Vec::new()
+        }
+    };
     if !refused.is_empty() {
         lines.extend(refused.into_iter().map(|r| format!("REFUSED: {r}")));
         return Outcome { code: 1, lines };
     }
-
-    let todo: Vec<(String, Mode)> = changes(p, &modes, back)
-        .into_iter()
-        .filter(|(_, now, to)| now.as_ref() != Some(to))
-        .map(|(n, _, to)| (n, to))
-        .collect();
-    for (n, to) in &todo {
-        lines.push(format!(
-            "  {n}: {} → {}",
-            modes.get(n).map_or("missing", |m| m.as_str()),
-            to.as_str()
-        ));
+    for step in &todo {
+        lines.push(format!("  {}", step.describe(&routes)));
     }
     if todo.is_empty() {
         lines.push("  nothing to change".into());

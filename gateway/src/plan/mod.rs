@@ -44,7 +44,75 @@ pub struct RouteChange {
     pub mode: Mode,
     /// The mode a rollback returns it to.
     pub from: Mode,
+    /// Go to `mode` through a canary: the route keeps `from` and gets this
+    /// `canary` table (its `mode` is the change's), which steps the new
+    /// mode up by itself. Keys as in `routes.toml`'s `canary`.
+    pub canary: Option<toml::Table>,
 }
+
+impl RouteChange {
+    /// The canary this change installs, checked.
+    pub fn canary_config(&self) -> Option<Result<crate::config::CanaryConfig, String>> {
+        let mut table = self.canary.clone()?;
+        table.insert(
+            "mode".into(),
+            toml::Value::String(self.mode.as_str().into()),
+        );
+        Some(
+            toml::Value::Table(table)
+                .try_into::<crate::config::CanaryConfig>()
+                .map_err(|e| e.to_string()),
+        )
+    }
+}
+
+/// A route as it stands: its mode and, when it has one, its canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteNow {
+    /// Effective mode (the base arm's, on a canaried route).
+    pub mode: Mode,
+    /// The canary's mode and, read from a running gateway, its status.
+    pub canary: Option<(Mode, Option<String>)>,
+}
+
+impl RouteNow {
+    /// A route without a canary.
+    pub fn plain(mode: Mode) -> Self {
+        Self { mode, canary: None }
+    }
+
+    /// Whether the route serves `target`, or is on its way there through a
+    /// canary that was not rolled back or aborted.
+    pub fn reaches(&self, target: Mode) -> bool {
+        self.mode == target || self.canary_toward(target)
+    }
+
+    /// Whether an active canary leads to `target`.
+    pub fn canary_toward(&self, target: Mode) -> bool {
+        self.canary.as_ref().is_some_and(|(m, status)| {
+            *m == target && !matches!(status.as_deref(), Some("rolled-back" | "aborted"))
+        })
+    }
+
+    /// `passthrough`, or `passthrough, canary → async (running)`.
+    pub fn describe(&self) -> String {
+        match &self.canary {
+            None => self.mode.as_str().to_string(),
+            Some((m, status)) => format!(
+                "{}, canary → {}{}",
+                self.mode.as_str(),
+                m.as_str(),
+                status
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Every route as it stands, by name.
+pub type Routes = BTreeMap<String, RouteNow>;
 
 /// A precondition.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -194,6 +262,15 @@ impl Plan {
                         change.mode.as_str()
                     ));
                 }
+                match change.canary_config() {
+                    None => {}
+                    Some(Err(e)) => problems.push(format!("{at}: canary: {e}")),
+                    Some(Ok(c)) => problems.extend(
+                        crate::canary::check(&c)
+                            .into_iter()
+                            .map(|p| format!("{at}: {p}")),
+                    ),
+                }
             }
             for (n, check) in phase.file.checks.iter().enumerate() {
                 let kinds = [
@@ -255,8 +332,10 @@ impl Standing {
     }
 }
 
-/// How `phase` stands given each route's effective mode.
-pub fn standing(phase: &Phase, modes: &BTreeMap<String, Mode>) -> Standing {
+/// How `phase` stands given each route's effective mode and canary: a
+/// change is in place when its route serves the new mode or an active
+/// canary leads there.
+pub fn standing(phase: &Phase, routes: &Routes) -> Standing {
     if phase.file.routes.is_empty() {
         return Standing::ChecksOnly;
     }
@@ -264,7 +343,7 @@ pub fn standing(phase: &Phase, modes: &BTreeMap<String, Mode>) -> Standing {
         .file
         .routes
         .iter()
-        .filter(|c| modes.get(&c.name) == Some(&c.mode))
+        .filter(|c| routes.get(&c.name).is_some_and(|r| r.reaches(c.mode)))
         .count();
     match done {
         0 => Standing::NotApplied,

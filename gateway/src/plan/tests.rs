@@ -78,16 +78,25 @@ fn every_problem_is_reported_with_its_file_and_route() {
 fn standing_follows_the_effective_modes() {
     let plan = plan_in(&[(
         "01-x.toml",
-        "[[routes]]\nname = \"register-user\"\nmode = \"dual-write\"\nfrom = \"passthrough\"\n[[routes]]\nname = \"create-order\"\nmode = \"async\"\nfrom = \"passthrough\"\n",
+        "[[routes]]\nname = \"register-user\"\nmode = \"dual-write\"\nfrom = \"passthrough\"\n[[routes]]\nname = \"checkout\"\nmode = \"async\"\nfrom = \"passthrough\"\n",
     )])
     .expect("valid");
     let phase = &plan.phases[0];
-    let mut modes: BTreeMap<String, Mode> = BTreeMap::new();
-    modes.insert("register-user".into(), Mode::Passthrough);
-    modes.insert("create-order".into(), Mode::Passthrough);
-    assert_eq!(standing(phase, &modes), Standing::NotApplied);
-    modes.insert("register-user".into(), Mode::DualWrite);
-    assert_eq!(standing(phase, &modes), Standing::Partial);
-    modes.insert("create-order".into(), Mode::Async);
-    assert_eq!(standing(phase, &modes), Standing::Applied);
+    let mut routes: Routes = BTreeMap::new();
+    routes.insert("register-user".into(), RouteNow::plain(Mode::Passthrough));
+    routes.insert("checkout".into(), RouteNow::plain(Mode::Passthrough));
+    assert_eq!(standing(phase, &routes), Standing::NotApplied);
+    routes.insert("register-user".into(), RouteNow::plain(Mode::DualWrite));
+    assert_eq!(standing(phase, &routes), Standing::Partial);
+    routes.insert("checkout".into(), RouteNow::plain(Mode::Async));
+    assert_eq!(standing(phase, &routes), Standing::Applied);
+    // On its way through a canary counts; a rolled-back canary does not.
+    let canaried = |status: &str| RouteNow {
+        mode: Mode::Passthrough,
+        canary: Some((Mode::Async, Some(status.to_string()))),
+    };
+    routes.insert("checkout".into(), canaried("running"));
+    assert_eq!(standing(phase, &routes), Standing::Applied);
+    routes.insert("checkout".into(), canaried("rolled-back"));
+    assert_eq!(standing(phase, &routes), Standing::Partial);
 }
