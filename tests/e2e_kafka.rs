@@ -836,3 +836,142 @@ async fn plan_preconditions_read_topics_and_consumer_groups_from_the_real_broker
         "{outcomes:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_checkout_canary_publishes_exactly_its_own_arm_to_the_real_broker_sticky_by_key() {
+    let bootstrap = bootstrap();
+    require_broker(&bootstrap).await;
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("legacy"))
+        .mount(&legacy)
+        .await;
+    let topic = unique_topic("e2e.checkout");
+    let control = unique_topic("e2e.control");
+    let config = config_text(
+        &bootstrap,
+        10_000,
+        &format!(
+            r#"
+[upstreams.legacy]
+url = "{legacy}"
+
+[[routes]]
+name = "checkout"
+method = "POST"
+path = "/orders"
+upstream = "legacy"
+mode = "passthrough"
+topic = "{topic}"
+schema = "com.shop.OrderCreated"
+key = "/customerId"
+canary = {{ mode = "async", steps = [50], interval = "1h", sticky = "key", min_requests = 100000 }}
+"#,
+            legacy = legacy.uri()
+        ),
+    )
+    .replace(
+        "publish_timeout_ms = 10000\n",
+        &format!(
+            "publish_timeout_ms = 10000\ncontrol_topic = \"{control}\"\naudit_topic = \"{control}.audit\"\ncanary_figures_topic = \"{control}.figures\"\ncontrol_replication_factor = 1\n"
+        ),
+    );
+    let gw = TestGateway::start(&config).await.expect("gateway");
+    wait_until(Duration::from_secs(15), "the canary starts", || async {
+        let v: Value = gw
+            .http
+            .get(format!("{}/admin/canary/checkout", gw.admin))
+            .send()
+            .await
+            .expect("admin")
+            .json()
+            .await
+            .expect("json");
+        v["status"] == "running"
+    })
+    .await
+    .expect("started");
+
+    // 40 customers, 5 orders each; the key in the body decides the arm.
+    let orders: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("cust-{}", i % 40),
+                format!("order-{i}-{}", uuid::Uuid::new_v4()),
+            )
+        })
+        .collect();
+    let answers: Vec<(String, String, u16)> = futures::stream::iter(orders.clone())
+        .map(|(customer, order)| {
+            let gw = &gw;
+            async move {
+                let body = format!(
+                    r#"{{"orderId":"{order}","customerId":"{customer}","items":[],"totalCents":0}}"#
+                );
+                let status = gw
+                    .http
+                    .post(format!("{}/orders", gw.base))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("answer")
+                    .status()
+                    .as_u16();
+                (customer, order, status)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut arm_of: std::collections::HashMap<String, u16> = Default::default();
+    for (customer, _, status) in &answers {
+        assert!(*status == 201 || *status == 202, "{status}");
+        let first = *arm_of.entry(customer.clone()).or_insert(*status);
+        assert_eq!(first, *status, "{customer} changed arms");
+    }
+    let accepted: std::collections::BTreeSet<String> = answers
+        .iter()
+        .filter(|a| a.2 == 202)
+        .map(|a| a.1.clone())
+        .collect();
+    assert!(
+        !accepted.is_empty() && accepted.len() < answers.len(),
+        "both arms served: {} of {}",
+        accepted.len(),
+        answers.len()
+    );
+
+    // Kafka holds one event per 202 and nothing for the legacy arm.
+    wait_until(
+        Duration::from_secs(20),
+        "every accepted order in Kafka",
+        || async {
+            read_topic(&bootstrap, &topic)
+                .await
+                .is_ok_and(|r| r.len() >= accepted.len())
+        },
+    )
+    .await
+    .expect("events");
+    let records = read_topic(&bootstrap, &topic).await.expect("records");
+    let published: Vec<String> = records
+        .iter()
+        .map(|r| {
+            decode(&gw, "com.shop.OrderCreated", &r.value).1["orderId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<String> = published.iter().cloned().collect();
+    assert_eq!(published.len(), unique.len(), "no duplicates");
+    assert_eq!(unique, accepted, "exactly the canary arm's orders");
+    for r in &records {
+        assert_eq!(arm_of.get(r.key.as_deref().unwrap_or_default()), Some(&202));
+    }
+    assert_eq!(
+        legacy.received_requests().await.unwrap_or_default().len(),
+        answers.len() - accepted.len()
+    );
+}

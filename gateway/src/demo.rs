@@ -67,7 +67,12 @@ pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow:
             }
         });
     }
+    let faults = match gateway.embedded_kafka() {
+        Some(cluster) => start_faults(cluster).await,
+        None => None,
+    };
     print_walkthrough(gateway.public_addr, gateway.admin_addr, kafka == "embedded");
+    print_canary_walkthrough(gateway.public_addr, gateway.admin_addr, faults);
     print_adapter_walkthrough(gateway.public_addr);
     print_plan_walkthrough(gateway.admin_addr, &gateway.kafka_bootstrap);
 
@@ -258,6 +263,70 @@ fn describe(m: &rdkafka::message::BorrowedMessage<'_>, shared: &Shared) -> Strin
     )
 }
 
+/// Where the demo's fault switch listens.
+const FAULTS: &str = "127.0.0.1:7009";
+
+/// `POST /kafka/down` and `/kafka/up` on [`FAULTS`]: take the embedded
+/// broker down to make the async arm fail.
+async fn start_faults(cluster: Arc<crate::events::embedded::EmbeddedKafka>) -> Option<SocketAddr> {
+    let switch = |down: bool| {
+        let cluster = cluster.clone();
+        move || async move {
+            let cluster = cluster.clone();
+            match tokio::task::spawn_blocking(move || cluster.set_down(down)).await {
+                Ok(Ok(())) if down => (StatusCode::OK, "embedded Kafka is DOWN\n".to_string()),
+                Ok(Ok(())) => (StatusCode::OK, "embedded Kafka is up again\n".to_string()),
+                Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/kafka/down", axum::routing::post(switch(true)))
+        .route("/kafka/up", axum::routing::post(switch(false)));
+    match tokio::net::TcpListener::bind(FAULTS).await {
+        Ok(listener) => {
+            let addr = listener.local_addr().ok();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            addr
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "demo fault switch not started on {FAULTS}");
+            None
+        }
+    }
+}
+
+fn print_canary_walkthrough(public: SocketAddr, admin: SocketAddr, faults: Option<SocketAddr>) {
+    let order = r#"{"orderId":"o-3001","customerId":"c-9","items":[],"totalCents":0}"#;
+    println!(
+        r#"Checkout canary (routes.toml [routes.canary]): POST /orders stays on the legacy
+orders service for most customers; X-Customer-Id hashes 1% of them into the async arm
+(steps: 1, 5, 25, 50, 100%). X-Canary: always|never forces an arm from 127.0.0.1.
+  C="cargo run -q -p gateway -- canary --admin http://{admin}"
+  $C status checkout                                    # or: curl -s http://{admin}/admin/canary/checkout
+  curl -si -X POST http://{public}/orders -H 'content-type: application/json' -H 'X-Canary: always' -d '{order}'
+  GATEWAY_ADMIN_TOKEN={DEMO_TOKEN} $C promote checkout  # next step now (or after 10 healthy minutes)"#
+    );
+    match faults {
+        Some(f) => println!(
+            r#"Inject an error into the canary arm (Kafka down; the legacy arm does not need it),
+send checkout traffic, and watch it roll back to 0% by itself:
+  curl -s -X POST http://{f}/kafka/down
+  for i in $(seq 1 30); do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{public}/orders \
+    -H 'content-type: application/json' -H "X-Customer-Id: c-$i" -H 'X-Canary: always' -d '{order}' & done; wait
+  $C status checkout                                    # rolled-back, with the figures behind it
+  curl -s 'http://{admin}/admin/audit?limit=5'           # the rollback in the audit trail
+  curl -s -X POST http://{f}/kafka/up
+  GATEWAY_ADMIN_TOKEN={DEMO_TOKEN} $C resume checkout   # a person decides when to try again
+"#
+        ),
+        None => println!(
+            "To see an automatic rollback, stop the broker and send checkout traffic with X-Canary: always.\n"
+        ),
+    }
+}
+
 /// The demo's admin token (a real deployment configures its own).
 const DEMO_TOKEN: &str = "demo-token";
 
@@ -266,7 +335,7 @@ fn print_adapter_walkthrough(public: SocketAddr) {
         r#"The inventory adapter (routes.toml [[adapters]]) delivers each OrderCreated to the
 legacy inventory service. Orders keep being accepted while inventory is down:
   curl -s -X POST http://127.0.0.1:7002/demo/down
-  curl -si -X POST http://{public}/orders -H 'content-type: application/json' \
+  curl -si -X POST http://{public}/orders -H 'content-type: application/json' -H 'X-Canary: always' \
     -d '{{"orderId":"o-2001","customerId":"c-8","items":[],"totalCents":0}}'
   curl -s http://{public}/operations/<id>                      # "accepted": inventory is down
   curl -s -X POST http://127.0.0.1:7002/demo/up
@@ -307,13 +376,14 @@ passthrough - proxied to the legacy service, nothing published (and shadowed to 
   curl -s http://{public}/orders/42
   curl -s http://{admin}/admin/shadow/get-order     # names /status; requestId and servedAt are noise
 
-async - validated, published with acks=all, answered 202 (legacy not called):
-  curl -si -X POST http://{public}/orders -H 'content-type: application/json' \
+async - validated, published with acks=all, answered 202 (legacy not called); checkout
+is canaried, so this asks for the async arm:
+  curl -si -X POST http://{public}/orders -H 'content-type: application/json' -H 'X-Canary: always' \
     -d '{{"orderId":"o-1001","customerId":"c-7","items":[{{"sku":"SKU-1","quantity":2,"unitPriceCents":1999}}],"totalCents":3998}}'
   curl -s http://{public}/operations/<id from the Location header>
 
 async with a body that breaks the schema - 422 listing each field, nothing published:
-  curl -s -X POST http://{public}/orders -H 'content-type: application/json' -d '{{"orderId":7,"items":[{{"sku":"SKU-1"}}]}}'
+  curl -s -X POST http://{public}/orders -H 'content-type: application/json' -H 'X-Canary: always' -d '{{"orderId":7,"items":[{{"sku":"SKU-1"}}]}}'
 
 dual-write - the legacy answer comes back, and on 2xx the event is published too:
   curl -si -X POST http://{public}/users -H 'content-type: application/json' \

@@ -90,7 +90,7 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    _embedded: Option<EmbeddedKafka>,
+    embedded: Option<Arc<EmbeddedKafka>>,
 }
 
 impl Gateway {
@@ -265,8 +265,14 @@ impl Gateway {
             stop,
             servers,
             background,
-            _embedded: embedded,
+            embedded: embedded.map(Arc::new),
         })
+    }
+
+    /// The in-process cluster, when `kafka.bootstrap = "embedded"` (the demo
+    /// takes it down to show a rollback).
+    pub fn embedded_kafka(&self) -> Option<Arc<EmbeddedKafka>> {
+        self.embedded.clone()
     }
 
     /// Re-reads the config file now (what SIGHUP does).
