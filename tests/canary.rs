@@ -561,6 +561,50 @@ async fn people_pause_resume_abort_and_promote_through_the_api_with_a_token() {
     let _ = (legacy, candidate);
 }
 
+#[tokio::test]
+async fn a_new_release_of_the_canary_starts_over_a_reload_keeps_the_old_one() {
+    let (legacy, candidate) = (answering(201).await, answering(201).await);
+    let canary = r#"mode = "passthrough", upstream = "candidate", steps = [1, 5, 25], interval = "1h", sticky = "header:X-Customer-Id", release = "r1""#;
+    let config = routes("embedded", 3000, &legacy.uri(), &candidate.uri(), canary);
+    let gw = start(&config).await;
+    act(&gw, "promote").await;
+    let reload = |text: String| {
+        let gw = &gw;
+        async move {
+            std::fs::write(gw.config_path(), text).expect("write");
+            let r = gw
+                .admin_write(Method::POST, "/admin/reload", Some(TOKEN))
+                .send()
+                .await
+                .expect("reload");
+            assert_eq!(r.status(), 200);
+        }
+    };
+    // Another key changes: same release, same state.
+    reload(config.replace("max_body_bytes = 4096", "max_body_bytes = 8192")).await;
+    let v = view(&gw).await;
+    assert_eq!(
+        (v["percent"].clone(), v["version"].clone()),
+        (json!(5.0), json!(2))
+    );
+    // A new release label: a new canary at its first step.
+    reload(config.replace("release = \"r1\"", "release = \"r2\"")).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the new release starts",
+        || async { view(&gw).await["version"] == json!(3) },
+    )
+    .await
+    .expect("restarted");
+    let v = view(&gw).await;
+    assert_eq!(
+        (v["status"].clone(), v["percent"].clone()),
+        (json!("running"), json!(1.0))
+    );
+    assert_eq!(v["decisions"].as_array().map(Vec::len), Some(1), "{v}");
+    let _ = (legacy, candidate);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_steps_up_on_its_joint_figures_and_rolls_back_together() {
     let kafka = cluster();

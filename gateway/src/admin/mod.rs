@@ -315,7 +315,7 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                 "schema_id": r.event.as_ref().map(|e| e.schema_id),
                 "subject": r.event.as_ref().map(|e| e.subject.clone()),
                 "canary": r.canary.as_ref().map(|c| {
-                    let state = shared.canaries.state(&r.name).filter(|s| s.mode == c.mode);
+                    let state = shared.canaries.state_of(&r.name, c);
                     json!({
                         "mode": c.mode.as_str(),
                         "upstream": c.arm.upstream.name,

@@ -129,13 +129,37 @@ pub async fn run(shared: Arc<Shared>) {
 async fn check_route(shared: &Arc<Shared>, route: &Route, spec: &CanarySpec) {
     let canaries = &shared.canaries;
     let _one_decision_at_a_time = canaries.deciding.lock().await;
-    let state = match canaries.state(&route.name) {
-        Some(s) if s.mode == spec.mode => s,
-        previous => {
+    let first_seen = canaries.first_seen(&route.name, spec);
+    let state = match (
+        canaries.state_of(&route.name, spec),
+        canaries.state(&route.name),
+    ) {
+        (Some(s), _) => s,
+        // Another canary of this route (other mode or release) that started
+        // after this replica loaded its config: the fleet is moving to a newer
+        // file; do not fight it.
+        (None, Some(other)) if other.started_ms > first_seen => {
+            canaries.set_check(
+                &route.name,
+                LastCheck {
+                    at: jiff::Timestamp::now().to_string(),
+                    outcome: format!(
+                        "waiting: the fleet runs a newer canary of this route ({} {:?}); this replica's file is older",
+                        other.mode.as_str(),
+                        other.release
+                    ),
+                    replicas: 1,
+                    canary: Figures::default().summary(),
+                    base: Figures::default().summary(),
+                },
+            );
+            return;
+        }
+        (None, previous) => {
             let version = previous.map_or(1, |p| p.version + 1);
             let start = CanaryState::start(
                 &route.name,
-                spec.mode,
+                (spec.mode, &spec.release),
                 version,
                 &canaries.replica,
                 &spec.steps,
@@ -339,15 +363,11 @@ pub async fn act(
         )));
     };
     let _one_decision_at_a_time = shared.canaries.deciding.lock().await;
-    let state = shared
-        .canaries
-        .state(route)
-        .filter(|s| s.mode == spec.mode)
-        .ok_or_else(|| {
-            ActError::Conflict(format!(
-                "the canary of {route} has not started yet; try again in a moment"
-            ))
-        })?;
+    let state = shared.canaries.state_of(route, &spec).ok_or_else(|| {
+        ActError::Conflict(format!(
+            "the canary of {route} has not started yet; try again in a moment"
+        ))
+    })?;
     let reason = reason
         .map(str::to_string)
         .unwrap_or_else(|| format!("{} by {by}", action.as_str()));
@@ -453,7 +473,7 @@ pub fn view(
             "canary": {"mode": configured.mode.as_str(), "upstream": configured.upstream.clone().unwrap_or_else(|| served.upstream.name.clone())},
         }));
     };
-    let state = shared.canaries.state(route).filter(|s| s.mode == spec.mode);
+    let state = shared.canaries.state_of(route, spec);
     let (own_base, own_canary) = state
         .as_ref()
         .map(|s| shared.canaries.own(route, s.version))

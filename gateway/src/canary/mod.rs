@@ -93,6 +93,8 @@ pub struct CanarySpec {
     pub min_requests: u64,
     /// Who may send `X-Canary`.
     pub override_from: Vec<ipnet::IpNet>,
+    /// The release label.
+    pub release: String,
     /// The route as the canary arm serves it.
     pub arm: Arc<crate::routing::Route>,
 }
@@ -170,6 +172,7 @@ impl CanarySpec {
                 .iter()
                 .filter_map(|n| parse_net(n))
                 .collect(),
+            release: c.release.clone(),
             arm,
         })
     }
@@ -311,7 +314,11 @@ pub struct Canaries {
     checks: Mutex<HashMap<String, LastCheck>>,
     /// One decision at a time on this replica (automatic or a person's).
     pub deciding: tokio::sync::Mutex<()>,
+    first_seen: Mutex<HashMap<String, FirstSeen>>,
 }
+
+/// A canary's identity (mode, release) and when this replica first served it.
+type FirstSeen = ((Mode, String), i64);
 
 impl Default for Canaries {
     fn default() -> Self {
@@ -332,6 +339,7 @@ impl Canaries {
             peers: Mutex::new(HashMap::new()),
             checks: Mutex::new(HashMap::new()),
             deciding: tokio::sync::Mutex::new(()),
+            first_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -352,13 +360,33 @@ impl Canaries {
             .unwrap_or_default()
     }
 
+    /// The route's state if it belongs to this canary (same mode and
+    /// release).
+    pub fn state_of(&self, route: &str, spec: &CanarySpec) -> Option<Arc<CanaryState>> {
+        self.state(route)
+            .filter(|s| s.mode == spec.mode && s.release == spec.release)
+    }
+
     /// The canary arm's share for `route`, percent: 0 until its state is
     /// known.
     pub fn percent(&self, route: &str, spec: &CanarySpec) -> f64 {
-        match self.state(route) {
-            Some(s) if s.mode == spec.mode => s.percent(&spec.steps),
-            _ => 0.0,
+        self.state_of(route, spec)
+            .map_or(0.0, |s| s.percent(&spec.steps))
+    }
+
+    /// When this replica first served this canary (mode and release), Unix ms.
+    pub fn first_seen(&self, route: &str, spec: &CanarySpec) -> i64 {
+        let identity = (spec.mode, spec.release.clone());
+        let Ok(mut seen) = self.first_seen.lock() else {
+            return state::now_ms();
+        };
+        let entry = seen
+            .entry(route.to_string())
+            .or_insert_with(|| (identity.clone(), state::now_ms()));
+        if entry.0 != identity {
+            *entry = (identity, state::now_ms());
         }
+        entry.1
     }
 
     /// Installs `state` if it supersedes the current one; returns the state

@@ -130,6 +130,12 @@ pub struct CanaryState {
     pub route: String,
     /// The canary arm's mode (a new mode means a new canary).
     pub mode: Mode,
+    /// The release label (a new one means a new canary).
+    #[serde(default)]
+    pub release: String,
+    /// When this canary started (Unix ms).
+    #[serde(default)]
+    pub started_ms: i64,
     /// Bumped by every decision.
     pub version: u64,
     /// Where it stands.
@@ -174,10 +180,18 @@ impl CanaryState {
     }
 
     /// A new canary at its first step.
-    pub fn start(route: &str, mode: Mode, version: u64, by: &str, steps: &[f64]) -> Self {
+    pub fn start(
+        route: &str,
+        (mode, release): (Mode, &str),
+        version: u64,
+        by: &str,
+        steps: &[f64],
+    ) -> Self {
         let mut s = Self {
             route: route.to_string(),
             mode,
+            release: release.to_string(),
+            started_ms: now_ms(),
             version,
             status: Status::Running,
             step: 0,
@@ -287,7 +301,7 @@ mod tests {
     const STEPS: &[f64] = &[1.0, 5.0, 25.0, 50.0, 100.0];
 
     fn started() -> CanaryState {
-        CanaryState::start("checkout", Mode::Async, 1, "r1", STEPS)
+        CanaryState::start("checkout", (Mode::Async, ""), 1, "r1", STEPS)
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn cookies_and_keys_can_be_the_sticky_attribute() {
 fn no_verdict_below_min_requests_then_rollback_or_step_up_on_the_figures() {
     let spec = spec("min_requests = 50, max_error_rate = 0.1, max_p99_ms = 200");
     let steps = spec.steps.clone();
-    let state = CanaryState::start("checkout", crate::config::Mode::Async, 1, "r", &steps);
+    let state = CanaryState::start("checkout", (crate::config::Mode::Async, ""), 1, "r", &steps);
     let mut w = Window::new(Duration::from_secs(60));
     for _ in 0..49 {
         w.record(0, Duration::from_millis(5), true);
@@ -205,6 +205,7 @@ fn bad_canary_settings_are_all_reported() {
         max_shadow_diff_rate: Some(-1.0),
         min_requests: 0,
         override_from: vec!["everyone".into()],
+        release: String::new(),
     };
     let problems = check(&c);
     assert_eq!(problems.len(), 9, "{problems:#?}");

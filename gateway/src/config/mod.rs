@@ -519,6 +519,11 @@ pub struct CanaryConfig {
     /// `X-Canary: always|never` header is honoured; nobody's by default.
     #[serde(default)]
     pub override_from: Vec<String>,
+    /// Names this release: a canary whose `release` (or `mode`) differs from
+    /// the one the fleet ran starts over at its first step. `gateway plan`
+    /// sets it when it writes a canary.
+    #[serde(default)]
+    pub release: String,
 }
 
 fn default_canary_steps() -> Vec<f64> {

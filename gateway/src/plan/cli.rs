@@ -217,6 +217,13 @@ fn steps(p: &Phase, routes: &Routes, back: bool, live: bool) -> Result<Vec<Step>
                         steps.push(Step::Mode(name.clone(), c.from));
                     }
                     table.insert("mode".into(), toml::Value::String(c.mode.as_str().into()));
+                    // A new release each time the phase is applied: a canary
+                    // removed by a rollback and written again starts over.
+                    table
+                        .entry("release")
+                        .or_insert_with(|| {
+                            toml::Value::String(format!("{} {}", p.id, jiff::Timestamp::now()))
+                        });
                     steps.push(Step::SetCanary(name, table));
                 }
                 Err(e) => refused.push(format!("route {name}: canary: {e}")),

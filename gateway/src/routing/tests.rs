@@ -152,10 +152,15 @@ async fn the_repository_routes_file_is_valid() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../routes.toml");
     let loaded = LoadedConfig::read(&path).expect("parses");
     let t = build(&loaded, &SchemaIds::Local).await.expect("valid");
-    assert!(t
+    // Async reaches the shop through checkout's canary arm.
+    let checkout = t
         .routes()
         .iter()
-        .any(|r| r.mode == crate::config::Mode::Async));
+        .find(|r| r.name == "checkout")
+        .expect("checkout");
+    let canary = checkout.canary.as_ref().expect("canaried");
+    assert_eq!(canary.arm.mode, crate::config::Mode::Async);
+    assert!(checkout.event.is_some(), "the async arm publishes");
     assert!(t
         .routes()
         .iter()
