@@ -270,7 +270,7 @@ async fn a_failing_canary_upstream_is_rolled_back_within_the_window_and_stays_ba
         3000,
         &legacy.uri(),
         &candidate.uri(),
-        r#"mode = "passthrough", upstream = "candidate", steps = [50, 100], interval = "1h", window = "3s", sticky = "header:X-Customer-Id", min_requests = 20, max_error_rate = 0.05"#,
+        r#"mode = "passthrough", upstream = "candidate", steps = [50, 100], interval = "1h", window = "5s", sticky = "header:X-Customer-Id", min_requests = 20, max_error_rate = 0.05"#,
     ))
     .await;
     let first_failure = Instant::now();
@@ -288,8 +288,8 @@ async fn a_failing_canary_upstream_is_rolled_back_within_the_window_and_stays_ba
     .expect("rolled back");
     let took = first_failure.elapsed();
     assert!(
-        took <= Duration::from_secs(3),
-        "rollback took {took:?}, window is 3s"
+        took <= Duration::from_secs(5),
+        "rollback took {took:?}, window is 5s"
     );
 
     let v = view(&gw).await;
@@ -401,9 +401,16 @@ async fn an_async_canary_that_cannot_publish_rolls_back_while_the_legacy_arm_kee
     // The legacy arm never depended on Kafka.
     let statuses = send_all(&gw, &ids("l", 50), false).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    // A person can still stop it for good while Kafka is down.
+    let (status, body) = act(&gw, "abort").await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, json!("aborted")),
+        "{body}"
+    );
 
-    // Once Kafka is back, the decision reaches the control topic: a new
-    // replica starts rolled back.
+    // Once Kafka is back, the decisions reach the control topic: a new
+    // replica starts with the canary aborted.
     kafka.set_down(false).expect("broker up");
     // A trusted tester can still exercise the new path while it is rolled back.
     wait_until(
@@ -413,7 +420,7 @@ async fn an_async_canary_that_cannot_publish_rolls_back_while_the_legacy_arm_kee
     )
     .await
     .expect("publishing again");
-    assert_eq!(view(&gw).await["status"], "rolled-back");
+    assert_eq!(view(&gw).await["status"], "aborted");
     wait_until(
         Duration::from_secs(30),
         "a new replica sees the rollback",
@@ -425,7 +432,7 @@ async fn an_async_canary_that_cannot_publish_rolls_back_while_the_legacy_arm_kee
                 else {
                     return false;
                 };
-                let seen = view(&other).await["status"] == "rolled-back";
+                let seen = view(&other).await["status"] == "aborted";
                 other.stop().await;
                 seen
             }
@@ -434,6 +441,48 @@ async fn an_async_canary_that_cannot_publish_rolls_back_while_the_legacy_arm_kee
     .await
     .expect("replicated");
     let _ = candidate;
+}
+
+#[tokio::test]
+async fn a_hanging_canary_arm_is_rolled_back_from_the_requests_its_callers_gave_up_on() {
+    let legacy = answering(201).await;
+    let candidate = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&candidate)
+        .await;
+    let gw = start(&routes(
+        "embedded",
+        3000,
+        &legacy.uri(),
+        &candidate.uri(),
+        r#"mode = "passthrough", upstream = "candidate", steps = [50], interval = "1h", sticky = "header:X-Customer-Id", min_requests = 10, override_from = ["127.0.0.1", "::1"]"#,
+    ))
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let calls = (0..12).map(|i| {
+        impatient
+            .post(format!("{}/orders", gw.base))
+            .header("x-customer-id", format!("h-{i}"))
+            .header("x-canary", "always")
+            .body(order("h"))
+            .send()
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(Result::is_err), "every caller gave up");
+    wait_until(Duration::from_secs(10), "the canary rolls back", || async {
+        view(&gw).await["status"] == "rolled-back"
+    })
+    .await
+    .expect("rolled back");
+    let reason = view(&gw).await["decisions"][0]["reason"].clone();
+    assert!(
+        reason.as_str().is_some_and(|r| r.contains("12 of 12")),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

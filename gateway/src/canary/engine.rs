@@ -26,8 +26,6 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// A peer's report older than this is no longer counted (replica gone).
 const REPORT_FRESH: Duration = Duration::from_secs(4);
-/// How long a decision taken here keeps being offered to the control topic.
-const ANNOUNCE_FOR: Duration = Duration::from_secs(600);
 
 /// The outcome of a check.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,150 +121,173 @@ pub async fn run(shared: Arc<Shared>) {
                 share_figures(&shared, route);
             }
         }
+        shared.canaries.prune_peers(REPORT_FRESH);
     }
 }
 
-async fn check_route(shared: &Arc<Shared>, route: &Route, spec: &CanarySpec) {
+/// One check of one route. Never waits on Kafka: a rollback is announced in
+/// the background, a step-up in a task of its own.
+async fn check_route(shared: &Arc<Shared>, route: &Route, spec: &Arc<CanarySpec>) {
     let canaries = &shared.canaries;
-    let _one_decision_at_a_time = canaries.deciding.lock().await;
-    let first_seen = canaries.first_seen(&route.name, spec);
-    let state = match (
-        canaries.state_of(&route.name, spec),
-        canaries.state(&route.name),
-    ) {
-        (Some(s), _) => s,
-        // Another canary of this route (other mode or release) that started
-        // after this replica loaded its config: the fleet is moving to a newer
-        // file; do not fight it.
-        (None, Some(other)) if other.started_ms > first_seen => {
-            canaries.set_check(
-                &route.name,
-                LastCheck {
-                    at: jiff::Timestamp::now().to_string(),
-                    outcome: format!(
-                        "waiting: the fleet runs a newer canary of this route ({} {:?}); this replica's file is older",
-                        other.mode.as_str(),
-                        other.release
+    let step_up = {
+        let _one_decision_at_a_time = canaries.deciding.lock().await;
+        let state = match canaries.state(&route.name) {
+            Some(s) if s.is(spec.mode, &spec.release) => s,
+            // A canary this replica's file still names was replaced by a
+            // newer one: the fleet is rolling out a newer file.
+            Some(newer) if newer.replaced(spec.mode, &spec.release) => {
+                canaries.set_check(
+                    &route.name,
+                    LastCheck {
+                        at: jiff::Timestamp::now().to_string(),
+                        outcome: format!(
+                            "waiting: the fleet runs a newer canary of this route ({}, release {:?}); this replica's routes file is older",
+                            newer.mode.as_str(),
+                            newer.release
+                        ),
+                        replicas: 1,
+                        canary: Figures::default().summary(),
+                        base: Figures::default().summary(),
+                    },
+                );
+                return;
+            }
+            previous => {
+                let by = &canaries.replica;
+                let start = match previous {
+                    Some(p) => p.restart((spec.mode, &spec.release), by, &spec.steps),
+                    None => CanaryState::start(
+                        &route.name,
+                        (spec.mode, &spec.release),
+                        1,
+                        by,
+                        &spec.steps,
                     ),
-                    replicas: 1,
-                    canary: Figures::default().summary(),
-                    base: Figures::default().summary(),
-                },
-            );
+                };
+                take(shared, &spec.steps, start, "canary");
+                return;
+            }
+        };
+        let (base, canary, replicas) = canaries.fleet(&route.name, state.version, REPORT_FRESH);
+        let figures = json!({
+            "replicas": replicas,
+            "canary": canary.summary(),
+            "base": base.summary(),
+        });
+        let verdict = verdict(spec, &state, &canary, now_ms());
+        let outcome = match &verdict {
+            Verdict::Rollback(r) => format!("FAILED: {r}"),
+            Verdict::StepUp(r) | Verdict::Healthy(r) | Verdict::Wait(r) => r.clone(),
+        };
+        canaries.set_check(
+            &route.name,
+            LastCheck {
+                at: jiff::Timestamp::now().to_string(),
+                outcome,
+                replicas,
+                canary: canary.summary(),
+                base: base.summary(),
+            },
+        );
+        let (action, reason) = match verdict {
+            Verdict::Rollback(r) => (Action::Rollback, r),
+            Verdict::StepUp(r) => (Action::StepUp, r),
+            Verdict::Healthy(_) | Verdict::Wait(_) => return,
+        };
+        let next = match state.next(
+            action,
+            &canaries.replica,
+            &reason,
+            Some(figures),
+            &spec.steps,
+        ) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(route = %route.name, error = %e, "no canary transition");
+                return;
+            }
+        };
+        if action == Action::Rollback {
+            // Here first: customers are hurt now, and the control topic may
+            // be part of what is failing.
+            take(shared, &spec.steps, next, "canary");
             return;
         }
-        (None, previous) => {
-            let version = previous.map_or(1, |p| p.version + 1);
-            let start = CanaryState::start(
-                &route.name,
-                (spec.mode, &spec.release),
-                version,
-                &canaries.replica,
-                &spec.steps,
-            );
-            // Announced after: only fails if the state vanished.
-            let _ = commit(shared, &spec.steps, start, Announce::After, "canary").await;
-            return;
-        }
+        next
     };
-    let (base, canary, replicas) = canaries.fleet(&route.name, state.version, REPORT_FRESH);
-    let figures = json!({
-        "replicas": replicas,
-        "canary": canary.summary(),
-        "base": base.summary(),
+    // Fleet first: a step up must not happen on one replica only. One
+    // announce in flight per route; the checks go on meanwhile.
+    if !canaries.begin_announce(&route.name) {
+        return;
+    }
+    let (shared, spec, name) = (Arc::clone(shared), Arc::clone(spec), route.name.clone());
+    tokio::spawn(async move {
+        if let Err(e) = propose(&shared, &spec.steps, step_up, "canary").await {
+            tracing::warn!(route = %name, error = %e, "canary step-up not announced; the next check tries again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        shared.canaries.end_announce(&name);
     });
-    let verdict = verdict(spec, &state, &canary, now_ms());
-    let outcome = match &verdict {
-        Verdict::Rollback(r) => format!("FAILED: {r}"),
-        Verdict::StepUp(r) | Verdict::Healthy(r) | Verdict::Wait(r) => r.clone(),
-    };
-    canaries.set_check(
-        &route.name,
-        LastCheck {
-            at: jiff::Timestamp::now().to_string(),
-            outcome,
-            replicas,
-            canary: canary.summary(),
-            base: base.summary(),
-        },
-    );
-    let (action, reason, announce) = match verdict {
-        // Here first: customers are hurt now, and the control topic may be
-        // part of what is failing.
-        Verdict::Rollback(r) => (Action::Rollback, r, Announce::After),
-        // Fleet first: a step up must not happen on one replica only.
-        Verdict::StepUp(r) => (Action::StepUp, r, Announce::Before),
-        Verdict::Healthy(_) | Verdict::Wait(_) => return,
-    };
-    match state.next(
-        action,
-        &canaries.replica,
-        &reason,
-        Some(figures),
-        &spec.steps,
-    ) {
-        Ok(next) => {
-            if let Err(e) = commit(shared, &spec.steps, next, announce, "canary").await {
-                tracing::warn!(route = %route.name, error = %e, "canary step-up not announced; retried next check");
+}
+
+/// Takes a decision here at once, then offers it to the control topic until
+/// it is there or superseded: rollbacks, aborts, pauses, starts.
+fn take(shared: &Arc<Shared>, steps: &[f64], next: CanaryState, source: &str) {
+    install(shared, steps, next.clone(), source, None);
+    if shared.control.is_none() {
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let superseded = shared
+                .canaries
+                .state(&next.route)
+                .is_some_and(|s| s.supersedes(&next));
+            let Some(control) = shared.control.as_ref().filter(|_| !superseded) else {
+                return;
+            };
+            match control.announce_canary(&next).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(route = %next.route, error = %e, "canary decision not yet on the control topic; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
         }
-        Err(e) => tracing::debug!(route = %route.name, error = %e, "no canary transition"),
-    }
+    });
 }
 
-/// When a decision goes to the control topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Announce {
-    /// First; if that fails the decision is not taken anywhere.
-    Before,
-    /// After taking it here, retried in the background until it is out or
-    /// superseded.
-    After,
-}
-
-/// Takes a decision: installs the new state, audits it, and announces it
-/// to the fleet.
-pub async fn commit(
+/// Offers a decision to the control topic first and takes it here once
+/// Kafka has it: step-ups, resumes, promotions. If Kafka does not take it,
+/// it is taken nowhere.
+async fn propose(
     shared: &Arc<Shared>,
     steps: &[f64],
     next: CanaryState,
-    announce: Announce,
     source: &str,
 ) -> Result<Arc<CanaryState>, String> {
-    if announce == Announce::Before {
-        if let Some(control) = &shared.control {
-            control.announce_canary(&next).await?;
+    let id = next
+        .decisions
+        .last()
+        .map(|d| d.id.clone())
+        .unwrap_or_default();
+    if let Some(control) = &shared.control {
+        // This replica's own follower must not take it first (and audit it
+        // as coming from another replica).
+        shared.canaries.pending(&id, true);
+        let announced = control.announce_canary(&next).await;
+        if announced.is_err() {
+            shared.canaries.pending(&id, false);
         }
+        announced?;
     }
     let route = next.route.clone();
-    install(shared, steps, next.clone(), source, None);
-    if announce == Announce::After && shared.control.is_some() {
-        {
-            let shared = Arc::clone(shared);
-            tokio::spawn(async move {
-                let started = Instant::now();
-                loop {
-                    let superseded = shared
-                        .canaries
-                        .state(&next.route)
-                        .is_some_and(|s| s.version > next.version);
-                    if superseded || started.elapsed() > ANNOUNCE_FOR {
-                        return;
-                    }
-                    let Some(control) = &shared.control else {
-                        return;
-                    };
-                    match control.announce_canary(&next).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(route = %next.route, error = %e, "canary decision not yet on the control topic; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            });
-        }
-    }
+    let _one_decision_at_a_time = shared.canaries.deciding.lock().await;
+    install(shared, steps, next, source, None);
+    shared.canaries.pending(&id, false);
     shared
         .canaries
         .state(&route)
@@ -275,16 +296,22 @@ pub async fn commit(
 
 /// Installs a state if it supersedes the current one, with audit, log line
 /// and metrics. `origin` names the control-topic message it came from.
-fn install(shared: &Shared, steps: &[f64], next: CanaryState, source: &str, origin: Option<&str>) {
+/// Returns whether it was installed.
+fn install(
+    shared: &Shared,
+    steps: &[f64],
+    next: CanaryState,
+    source: &str,
+    origin: Option<&str>,
+) -> bool {
     let Some(decision) = next.decisions.last().cloned() else {
-        return;
+        return false;
     };
     let route = next.route.clone();
     let after = next.describe(steps);
     let percent = next.percent(steps);
-    let old = match shared.canaries.install(next) {
-        Ok(old) => old,
-        Err(_) => return,
+    let Ok(old) = shared.canaries.install(next) else {
+        return false;
     };
     let mut change = Change::now(&decision.by, source, Some(&route));
     change.before = old.map(|o| o.describe(steps));
@@ -303,20 +330,33 @@ fn install(shared: &Shared, steps: &[f64], next: CanaryState, source: &str, orig
         .canary_decisions
         .with_label_values(&[&route, decision.action.as_str()])
         .inc();
-    shared
-        .metrics
-        .canary_percent
-        .with_label_values(&[&route])
-        .set(percent);
+    if !steps.is_empty() {
+        shared
+            .metrics
+            .canary_percent
+            .with_label_values(&[&route])
+            .set(percent);
+    }
     if decision.action == Action::Rollback {
         tracing::error!(route, reason = %decision.reason, "CANARY ROLLED BACK to 0%; it stays there until a person resumes it");
     } else {
         tracing::info!(route, action = decision.action.as_str(), percent, reason = %decision.reason, "canary decision");
     }
+    true
 }
 
-/// Applies a state received from the control topic.
-pub fn apply_remote(shared: &Shared, state: CanaryState) {
+/// Applies a state received from the control topic. `catch_up`: read at
+/// start (installed without a new audit entry: it was audited when taken).
+/// A state that loses to the one installed here is answered by announcing
+/// the winner again, so the compacted topic keeps the winner last.
+pub fn apply_remote(shared: &Arc<Shared>, state: CanaryState, catch_up: bool) {
+    let id = state.decisions.last().map(|d| d.id.clone());
+    if id
+        .as_deref()
+        .is_some_and(|id| shared.canaries.is_pending(id))
+    {
+        return;
+    }
     let table = shared.table.load();
     let steps = table
         .routes()
@@ -324,8 +364,36 @@ pub fn apply_remote(shared: &Shared, state: CanaryState) {
         .find(|r| r.name == state.route)
         .and_then(|r| r.canary.as_ref().map(|c| c.steps.clone()))
         .unwrap_or_default();
-    let origin = state.decisions.last().map(|d| d.id.clone());
-    install(shared, &steps, state, "replica", origin.as_deref());
+    if catch_up {
+        let percent = state.percent(&steps);
+        let route = state.route.clone();
+        if shared.canaries.install(state).is_ok() && !steps.is_empty() {
+            shared
+                .metrics
+                .canary_percent
+                .with_label_values(&[&route])
+                .set(percent);
+        }
+        return;
+    }
+    let route = state.route.clone();
+    let incoming = state.clone();
+    if install(shared, &steps, state, "replica", id.as_deref()) {
+        return;
+    }
+    let Some(current) = shared.canaries.state(&route) else {
+        return;
+    };
+    if *current != incoming && current.supersedes(&incoming) && shared.control.is_some() {
+        let (current, shared) = ((*current).clone(), Arc::clone(shared));
+        tokio::spawn(async move {
+            if let Some(control) = &shared.control {
+                if let Err(e) = control.announce_canary(&current).await {
+                    tracing::debug!(route = %current.route, error = %e, "winning canary state not re-announced");
+                }
+            }
+        });
+    }
 }
 
 /// Why a person's action was refused.
@@ -342,7 +410,10 @@ pub enum ActError {
     Control(String),
 }
 
-/// A person's `pause`, `resume`, `abort` or `promote`.
+/// A person's `pause`, `resume`, `abort` or `promote`. Pausing and aborting
+/// make things safer: they are taken here at once (even while Kafka is
+/// down) and then offered to the fleet. Resuming and promoting send more
+/// traffic to the canary: they are taken only once Kafka has them.
 pub async fn act(
     shared: &Arc<Shared>,
     route: &str,
@@ -362,21 +433,39 @@ pub async fn act(
             "route {route} has no active canary"
         )));
     };
-    let _one_decision_at_a_time = shared.canaries.deciding.lock().await;
-    let state = shared.canaries.state_of(route, &spec).ok_or_else(|| {
-        ActError::Conflict(format!(
-            "the canary of {route} has not started yet; try again in a moment"
-        ))
-    })?;
     let reason = reason
         .map(str::to_string)
         .unwrap_or_else(|| format!("{} by {by}", action.as_str()));
-    let next = state
-        .next(action, by, &reason, None, &spec.steps)
-        .map_err(ActError::Conflict)?;
-    commit(shared, &spec.steps, next, Announce::Before, source)
+    let next = {
+        let _one_decision_at_a_time = shared.canaries.deciding.lock().await;
+        let state = shared.canaries.state_of(route, &spec).ok_or_else(|| {
+            ActError::Conflict(format!(
+                "the canary of {route} has not started yet; try again in a moment"
+            ))
+        })?;
+        let next = state
+            .next(action, by, &reason, None, &spec.steps)
+            .map_err(ActError::Conflict)?;
+        if matches!(action, Action::Pause | Action::Abort) {
+            take(shared, &spec.steps, next, source);
+            return shared
+                .canaries
+                .state(route)
+                .ok_or_else(|| ActError::Conflict("state vanished".into()));
+        }
+        next
+    };
+    let id = next.decisions.last().map(|d| d.id.clone());
+    let installed = propose(shared, &spec.steps, next, source)
         .await
-        .map_err(ActError::Control)
+        .map_err(ActError::Control)?;
+    if installed.decisions.last().map(|d| d.id.clone()) != id {
+        return Err(ActError::Conflict(format!(
+            "another decision came first: the canary is now {}",
+            installed.describe(&spec.steps)
+        )));
+    }
+    Ok(installed)
 }
 
 /// Publishes this replica's figures for `route` (in the background).

@@ -116,8 +116,8 @@ pub fn check(c: &CanaryConfig) -> Vec<String> {
     if c.steps.is_empty() {
         problems.push("canary.steps is empty".into());
     }
-    if c.steps.iter().any(|s| !(*s > 0.0 && *s <= 100.0)) {
-        problems.push("canary.steps must each be in (0, 100]".into());
+    if c.steps.iter().any(|s| !(*s >= 0.01 && *s <= 100.0)) {
+        problems.push("canary.steps must each be in [0.01, 100] (percent)".into());
     }
     if c.steps.windows(2).any(|w| w[0] >= w[1]) {
         problems.push("canary.steps must increase".into());
@@ -269,6 +269,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// One route's windows, for the state version they were opened under.
 struct RouteWindows {
     version: u64,
+    length: Duration,
     base: Window,
     canary: Window,
 }
@@ -314,11 +315,16 @@ pub struct Canaries {
     checks: Mutex<HashMap<String, LastCheck>>,
     /// One decision at a time on this replica (automatic or a person's).
     pub deciding: tokio::sync::Mutex<()>,
-    first_seen: Mutex<HashMap<String, FirstSeen>>,
+    /// Decisions announced by this replica and not installed yet.
+    pending: Mutex<std::collections::HashSet<String>>,
+    /// Routes with a step-up being announced.
+    announcing: Mutex<std::collections::HashSet<String>>,
 }
 
-/// A canary's identity (mode, release) and when this replica first served it.
-type FirstSeen = ((Mode, String), i64);
+/// Most peer reports kept (routes × replicas).
+const MAX_PEER_REPORTS: usize = 4096;
+/// Most latency buckets accepted in a peer report.
+const MAX_REPORT_BUCKETS: usize = 8192;
 
 impl Default for Canaries {
     fn default() -> Self {
@@ -339,7 +345,8 @@ impl Canaries {
             peers: Mutex::new(HashMap::new()),
             checks: Mutex::new(HashMap::new()),
             deciding: tokio::sync::Mutex::new(()),
-            first_seen: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Default::default()),
+            announcing: Mutex::new(Default::default()),
         }
     }
 
@@ -363,8 +370,38 @@ impl Canaries {
     /// The route's state if it belongs to this canary (same mode and
     /// release).
     pub fn state_of(&self, route: &str, spec: &CanarySpec) -> Option<Arc<CanaryState>> {
-        self.state(route)
-            .filter(|s| s.mode == spec.mode && s.release == spec.release)
+        self.state(route).filter(|s| s.is(spec.mode, &spec.release))
+    }
+
+    /// Marks a decision of this replica as announced but not installed yet
+    /// (`true`), or clears the mark.
+    pub fn pending(&self, id: &str, on: bool) {
+        if let Ok(mut p) = self.pending.lock() {
+            if on {
+                p.insert(id.to_string());
+            } else {
+                p.remove(id);
+            }
+        }
+    }
+
+    /// Whether a decision is this replica's, still being announced.
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.pending.lock().is_ok_and(|p| p.contains(id))
+    }
+
+    /// Claims the route's step-up announcement; `false` if one is running.
+    pub fn begin_announce(&self, route: &str) -> bool {
+        self.announcing
+            .lock()
+            .is_ok_and(|mut a| a.insert(route.to_string()))
+    }
+
+    /// Releases the claim.
+    pub fn end_announce(&self, route: &str) {
+        if let Ok(mut a) = self.announcing.lock() {
+            a.remove(route);
+        }
     }
 
     /// The canary arm's share for `route`, percent: 0 until its state is
@@ -374,30 +411,16 @@ impl Canaries {
             .map_or(0.0, |s| s.percent(&spec.steps))
     }
 
-    /// When this replica first served this canary (mode and release), Unix ms.
-    pub fn first_seen(&self, route: &str, spec: &CanarySpec) -> i64 {
-        let identity = (spec.mode, spec.release.clone());
-        let Ok(mut seen) = self.first_seen.lock() else {
-            return state::now_ms();
-        };
-        let entry = seen
-            .entry(route.to_string())
-            .or_insert_with(|| (identity.clone(), state::now_ms()));
-        if entry.0 != identity {
-            *entry = (identity, state::now_ms());
-        }
-        entry.1
-    }
-
     /// Installs `state` if it supersedes the current one; returns the state
     /// it replaced (or `Err` with the newer current one).
     pub fn install(
         &self,
         state: CanaryState,
     ) -> Result<Option<Arc<CanaryState>>, Arc<CanaryState>> {
-        let Ok(mut states) = self.states.write() else {
-            return Ok(None);
-        };
+        let mut states = self
+            .states
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = states.get(&state.route).cloned();
         if let Some(current) = &old {
             if !state.supersedes(current) {
@@ -448,12 +471,13 @@ impl Canaries {
         };
         let fresh = || RouteWindows {
             version,
+            length: spec.window,
             base: Window::new(spec.window),
             canary: Window::new(spec.window),
         };
         let w = all.entry(route.to_string()).or_insert_with(fresh);
         // Each state version is judged on its own traffic.
-        if w.version != version || w.canary.length() != Window::new(spec.window).length() {
+        if w.version != version || w.length != spec.window {
             *w = fresh();
         }
         f(w);
@@ -473,16 +497,31 @@ impl Canaries {
             .unwrap_or_default()
     }
 
-    /// Keeps another replica's report.
+    /// Keeps another replica's report: only for a route canaried here, with
+    /// a bounded histogram, and a bounded number of reports.
     pub fn peer_report(&self, report: Report) {
-        if report.replica == self.replica {
+        let known = self
+            .states
+            .read()
+            .is_ok_and(|s| s.contains_key(&report.route));
+        let bounded = report.base.latency_us.len() <= MAX_REPORT_BUCKETS
+            && report.canary.latency_us.len() <= MAX_REPORT_BUCKETS;
+        if report.replica == self.replica || !known || !bounded {
             return;
         }
         if let Ok(mut peers) = self.peers.lock() {
-            peers.insert(
-                (report.route.clone(), report.replica.clone()),
-                (Instant::now(), report),
-            );
+            let key = (report.route.clone(), report.replica.clone());
+            if peers.len() >= MAX_PEER_REPORTS && !peers.contains_key(&key) {
+                return;
+            }
+            peers.insert(key, (Instant::now(), report));
+        }
+    }
+
+    /// Forgets reports older than `fresh` (replicas that went away).
+    pub fn prune_peers(&self, fresh: Duration) {
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.retain(|_, (at, _)| at.elapsed() <= fresh);
         }
     }
 

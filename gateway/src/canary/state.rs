@@ -136,6 +136,15 @@ pub struct CanaryState {
     /// When this canary started (Unix ms).
     #[serde(default)]
     pub started_ms: i64,
+    /// Bumped by a start and by resuming from 0%: within one epoch a
+    /// rollback or abort is final, whatever version a concurrent decision
+    /// of another replica carries.
+    #[serde(default)]
+    pub epoch: u64,
+    /// (mode, release) of the canaries this one replaced, newest last: a
+    /// replica whose file still has one of them leaves this one alone.
+    #[serde(default)]
+    pub retired: Vec<(Mode, String)>,
     /// Bumped by every decision.
     pub version: u64,
     /// Where it stands.
@@ -165,10 +174,18 @@ impl CanaryState {
             .unwrap_or(0.0)
     }
 
-    /// Whether `self` supersedes `other`: a higher version, or at the same
-    /// version the safer status (a rollback beats a concurrent step-up),
-    /// then the later decision.
+    /// Whether `self` supersedes `other`: a later epoch wins; within an
+    /// epoch a rollback or abort beats any decision that is not one (a
+    /// replica that had not seen the rollback yet cannot undo it); then the
+    /// higher version, the safer status, the later decision.
     pub fn supersedes(&self, other: &CanaryState) -> bool {
+        if self.epoch != other.epoch {
+            return self.epoch > other.epoch;
+        }
+        let stopped = |s: &CanaryState| matches!(s.status, Status::RolledBack | Status::Aborted);
+        if stopped(self) != stopped(other) {
+            return stopped(self);
+        }
         let rank = |s: &CanaryState| {
             (
                 s.version,
@@ -177,6 +194,28 @@ impl CanaryState {
             )
         };
         rank(self) > rank(other)
+    }
+
+    /// Whether this state belongs to the canary `(mode, release)`.
+    pub fn is(&self, mode: Mode, release: &str) -> bool {
+        self.mode == mode && self.release == release
+    }
+
+    /// Whether `(mode, release)` is a canary this one replaced.
+    pub fn replaced(&self, mode: Mode, release: &str) -> bool {
+        self.retired.iter().any(|(m, r)| *m == mode && r == release)
+    }
+
+    /// A new canary replacing `self` (another mode or release).
+    pub fn restart(&self, (mode, release): (Mode, &str), by: &str, steps: &[f64]) -> Self {
+        let mut s = Self::start(&self.route, (mode, release), self.version + 1, by, steps);
+        s.epoch = self.epoch + 1;
+        s.retired = self.retired.clone();
+        s.retired.push((self.mode, self.release.clone()));
+        if s.retired.len() > DECISIONS_KEPT {
+            s.retired.remove(0);
+        }
+        s
     }
 
     /// A new canary at its first step.
@@ -192,6 +231,8 @@ impl CanaryState {
             mode,
             release: release.to_string(),
             started_ms: now_ms(),
+            epoch: 1,
+            retired: Vec::new(),
             version,
             status: Status::Running,
             step: 0,
@@ -253,6 +294,7 @@ impl CanaryState {
             (Action::Resume, Status::RolledBack | Status::Aborted) => {
                 n.status = Status::Running;
                 n.step = 0;
+                n.epoch += 1;
             }
             (Action::Abort, s) if s != Status::Aborted => n.status = Status::Aborted,
             (a, s) => {
@@ -345,10 +387,22 @@ mod tests {
             .expect("back");
         assert!(back.supersedes(&up));
         assert!(!up.supersedes(&back));
+        // A replica that had not seen the rollback cannot undo it by
+        // deciding more on its branch.
         let later = up
-            .next(Action::Pause, "bob", "", None, STEPS)
-            .expect("pause");
-        assert!(later.supersedes(&back));
+            .next(Action::Promote, "bob", "", None, STEPS)
+            .expect("promote");
+        assert!(later.version > back.version);
+        assert!(back.supersedes(&later));
+        // A person resuming it does.
+        let resumed = back
+            .next(Action::Resume, "alice", "", None, STEPS)
+            .expect("resume");
+        assert!(resumed.supersedes(&later) && resumed.supersedes(&back));
+        // A new release replaces the old one, which cannot come back.
+        let new = resumed.restart((Mode::Async, "r2"), "r1", STEPS);
+        assert!(new.supersedes(&resumed));
+        assert!(new.replaced(Mode::Async, "") && !new.replaced(Mode::Async, "r2"));
     }
 
     #[test]

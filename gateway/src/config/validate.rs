@@ -226,15 +226,18 @@ impl Config {
                     ));
                 }
             }
+            let canary_publishes = route.canary.as_ref().is_some_and(|c| c.mode.publishes());
             match (route.mode, &shadow.read_after_write) {
                 (super::Mode::Async, None) => problems.push(Problem::route(
                     name,
                     "an async route has no legacy answer to compare: set shadow.read_after_write",
                 )),
-                (super::Mode::Passthrough, Some(_)) => problems.push(Problem::route(
-                    name,
-                    "shadow.read_after_write needs a dual-write or async route",
-                )),
+                (super::Mode::Passthrough, Some(_)) if !canary_publishes => {
+                    problems.push(Problem::route(
+                        name,
+                        "shadow.read_after_write needs a dual-write or async route",
+                    ))
+                }
                 _ => {}
             }
         }
@@ -250,16 +253,25 @@ impl Config {
                     ));
                 }
             }
-            if canary.max_shadow_diff_rate.is_some() && route.shadow.is_none() {
-                problems.push(Problem::route(
-                    name,
-                    "canary.max_shadow_diff_rate needs shadow on the route",
-                ));
+            if canary.max_shadow_diff_rate.is_some() {
+                // The canary arm must produce comparisons: copies on
+                // passthrough or dual-write, reads after write on async.
+                let compares = route.shadow.as_ref().is_some_and(|s| {
+                    canary.mode != super::Mode::Async || s.read_after_write.is_some()
+                });
+                if !compares {
+                    problems.push(Problem::route(
+                        name,
+                        "canary.max_shadow_diff_rate needs shadow on the route (with read_after_write for an async canary arm)",
+                    ));
+                }
             }
-            if canary.sticky == "key" && route.key.is_none() {
+            if canary.sticky == "key"
+                && (route.key.is_none() || !(route.mode.publishes() || canary.mode.publishes()))
+            {
                 problems.push(Problem::route(
                     name,
-                    "canary.sticky = \"key\" needs the route's key",
+                    "canary.sticky = \"key\" needs the route's key and an arm that publishes",
                 ));
             }
         }

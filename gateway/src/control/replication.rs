@@ -288,7 +288,7 @@ pub async fn follow(
         super::apply_remote(&shared, updates).await;
     }
     for state in canaries.into_values() {
-        crate::canary::engine::apply_remote(&shared, state);
+        crate::canary::engine::apply_remote(&shared, state, true);
     }
 
     Ok(tokio::spawn(async move {
@@ -300,7 +300,7 @@ pub async fn follow(
                             .await;
                     }
                     Some(Ok(ControlMessage::Canary { canary })) => {
-                        crate::canary::engine::apply_remote(&shared, canary);
+                        crate::canary::engine::apply_remote(&shared, canary, false);
                     }
                     Some(Err(e)) => {
                         tracing::warn!(topic = %topic, error = %e, "unreadable control message skipped")

@@ -107,6 +107,14 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
             )
         }
     };
+    let tally = Tally {
+        shared: Arc::clone(&shared),
+        route: Arc::clone(&route),
+        canary,
+        arm: serving.arm.unwrap_or(Arm::Base),
+        started,
+        failed: None,
+    };
     let result = serve(
         &shared,
         &serving,
@@ -116,23 +124,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
         client_addr,
     )
     .await;
-    let failed = match &result {
+    tally.finish(match &result {
         Ok(r) => r.status().is_server_error() || r.extensions().get::<PublishFailed>().is_some(),
         Err(e) => e.status().is_server_error(),
-    };
-    let arm = serving.arm.unwrap_or(Arm::Base);
-    shared
-        .canaries
-        .record(&route.name, &canary, arm, started.elapsed(), failed);
-    shared
-        .metrics
-        .canary_requests
-        .with_label_values(&[
-            route.name.as_str(),
-            arm.as_str(),
-            if failed { "error" } else { "ok" },
-        ])
-        .inc();
+    });
     finish(
         &shared,
         &route.name,
@@ -140,6 +135,39 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
         result,
         retry_after,
     )
+}
+
+/// Counts a canaried request in its arm when it is answered, or as a
+/// failure when it never is (the caller gave up first: a hung arm must not
+/// escape the checks).
+struct Tally {
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    canary: Arc<CanarySpec>,
+    arm: Arm,
+    started: std::time::Instant,
+    failed: Option<bool>,
+}
+
+impl Tally {
+    fn finish(mut self, failed: bool) {
+        self.failed = Some(failed);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let failed = self.failed.unwrap_or(true);
+        let name = self.route.name.as_str();
+        self.shared
+            .canaries
+            .record(name, &self.canary, self.arm, self.started.elapsed(), failed);
+        self.shared
+            .metrics
+            .canary_requests
+            .with_label_values(&[name, self.arm.as_str(), if failed { "error" } else { "ok" }])
+            .inc();
+    }
 }
 
 /// Marks a response whose event could not be published (it was spooled):
@@ -185,14 +213,27 @@ async fn pick_arm(
     request: Request<Body>,
     client_addr: Option<SocketAddr>,
 ) -> Result<(Arc<Route>, Request<Body>), GatewayError> {
-    let percent = shared.canaries.percent(&route.name, canary);
+    let client = client_addr.map(|a| a.ip());
     let mut request = request;
+    // The body is read for its key only when the key can decide the arm.
+    let undecided = |request: &Request<Body>| {
+        let percent = shared.canaries.percent(&route.name, canary);
+        let (_, reason) = crate::canary::choose(
+            &route.name,
+            canary,
+            percent,
+            request.headers(),
+            client,
+            None,
+        );
+        reason != crate::canary::Reason::Override && percent > 0.0 && percent < 100.0
+    };
     let key = match (&canary.sticky, route.event.as_ref().map(|e| &e.key)) {
         (Sticky::Key, Some(KeySource::PathParam(name))) => params
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone()),
-        (Sticky::Key, Some(KeySource::Pointer(pointer))) => {
+        (Sticky::Key, Some(KeySource::Pointer(pointer))) if undecided(&request) => {
             check_declared_length(&request, limits.max_body_bytes)?;
             let (parts, body) = request.into_parts();
             let bytes = read_body(body, limits).await?;
@@ -204,12 +245,14 @@ async fn pick_arm(
         }
         _ => None,
     };
+    // Read now: a rollback during a slow body read must count.
+    let percent = shared.canaries.percent(&route.name, canary);
     let (arm, _) = crate::canary::choose(
         &route.name,
         canary,
         percent,
         request.headers(),
-        client_addr.map(|a| a.ip()),
+        client,
         key.as_deref(),
     );
     Ok(match arm {

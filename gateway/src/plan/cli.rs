@@ -219,11 +219,15 @@ fn steps(p: &Phase, routes: &Routes, back: bool, live: bool) -> Result<Vec<Step>
                     table.insert("mode".into(), toml::Value::String(c.mode.as_str().into()));
                     // A new release each time the phase is applied: a canary
                     // removed by a rollback and written again starts over.
-                    table
-                        .entry("release")
-                        .or_insert_with(|| {
-                            toml::Value::String(format!("{} {}", p.id, jiff::Timestamp::now()))
-                        });
+                    let label = table
+                        .get("release")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or(&p.id)
+                        .to_string();
+                    table.insert(
+                        "release".into(),
+                        toml::Value::String(format!("{label} {}", jiff::Timestamp::now())),
+                    );
                     steps.push(Step::SetCanary(name, table));
                 }
                 Err(e) => refused.push(format!("route {name}: canary: {e}")),
