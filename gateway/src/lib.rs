@@ -25,6 +25,7 @@ pub mod schema;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod telemetry;
 pub mod upstream;
 
 pub use server::{Gateway, StartError};

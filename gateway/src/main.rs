@@ -16,6 +16,15 @@ use gateway::Gateway;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or JSON (one object per line), on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GATEWAY_LOG_FORMAT"
+    )]
+    log_format: gateway::telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -297,13 +306,9 @@ enum SchemasCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    // Flushes the trace exporter when main returns.
+    let _telemetry = gateway::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

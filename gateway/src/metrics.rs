@@ -17,6 +17,8 @@ pub struct Metrics {
     registry: Registry,
     /// `gateway_requests_total{route,mode,status}`
     pub requests: IntCounterVec,
+    /// `gateway_request_duration_seconds{route,mode}`
+    pub request_latency: HistogramVec,
     /// `gateway_canary_requests_total{route,arm,outcome}`
     pub canary_requests: IntCounterVec,
     /// `gateway_canary_decisions_total{route,action}`
@@ -169,6 +171,12 @@ impl Metrics {
                 "gateway_shadow_total",
                 "Shadow comparisons by outcome",
                 &["route", "outcome"],
+            ),
+            request_latency: histogram(
+                &r,
+                "gateway_request_duration_seconds",
+                "Time from request to response headers, by route and the mode that served it",
+                &["route", "mode"],
             ),
             canary_requests: counter(
                 &r,

@@ -179,7 +179,14 @@ pub async fn run(
 
 async fn partition_worker(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<OwnedMessage>) {
     while let Some(m) = rx.recv().await {
-        if !handle(&ctx, &m).await {
+        let span = crate::telemetry::record_span(
+            "deliver",
+            &ctx.config.name,
+            m.topic(),
+            &crate::events::record_headers(&m),
+        );
+        let handled = tracing::Instrument::instrument(handle(&ctx, &m), span).await;
+        if !handled {
             // Stopping: leave this and later events for redelivery.
             return;
         }

@@ -229,7 +229,13 @@ pub async fn run(
             continue;
         }
         if !req.dry_run {
-            let headers = crate::events::record_headers(&m);
+            let mut headers = crate::events::record_headers(&m);
+            let span = crate::telemetry::record_span("replay", m.topic(), m.topic(), &headers);
+            // The delivery continues the recorded request's trace.
+            for (k, v) in crate::telemetry::context_pairs_of(&span) {
+                headers.retain(|(h, _)| !h.eq_ignore_ascii_case(&k));
+                headers.push((k, v));
+            }
             let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             match &req.target {
                 Target::Topic(t) => {
@@ -241,8 +247,7 @@ pub async fn run(
                         headers: headers.clone(),
                         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     };
-                    publisher
-                        .publish(&event)
+                    tracing::Instrument::instrument(publisher.publish(&event), span)
                         .await
                         .map_err(|e| AdapterError::Kafka(e.to_string()))?;
                 }
@@ -259,13 +264,16 @@ pub async fn run(
                             ))
                         })?;
                     let method = header(HEADER_METHOD).unwrap_or_else(|| "POST".into());
-                    post(
-                        &http,
-                        url,
-                        &method,
-                        &body,
-                        header("ce_id"),
-                        header("traceparent"),
+                    tracing::Instrument::instrument(
+                        post(
+                            &http,
+                            url,
+                            &method,
+                            &body,
+                            header("ce_id"),
+                            header("traceparent"),
+                        ),
+                        span,
                     )
                     .await?;
                 }

@@ -44,8 +44,13 @@ pub struct OutgoingEvent {
 /// Request facts that end up in the CloudEvents headers.
 #[derive(Debug, Default, Clone)]
 pub struct EventContext {
-    /// W3C `traceparent` of the request, if any.
+    /// W3C `traceparent`: the request span's when traces are on, else the
+    /// caller's, if any.
     pub traceparent: Option<String>,
+    /// W3C `tracestate` going with it.
+    pub tracestate: Option<String>,
+    /// The request's id (`X-Request-Id`), also in the gateway's logs.
+    pub request_id: Option<String>,
     /// `Idempotency-Key` of the request, if any.
     pub idempotency_key: Option<String>,
     /// The request's method and path (with query), so an adapter can
@@ -94,6 +99,12 @@ impl OutgoingEvent {
         ];
         if let Some(tp) = &ctx.traceparent {
             headers.push(("traceparent".to_string(), tp.clone()));
+        }
+        if let Some(ts) = &ctx.tracestate {
+            headers.push(("tracestate".to_string(), ts.clone()));
+        }
+        if let Some(id) = &ctx.request_id {
+            headers.push(("x-request-id".to_string(), id.clone()));
         }
         if let Some(k) = &ctx.idempotency_key {
             headers.push(("idempotency-key".to_string(), k.clone()));

@@ -108,6 +108,18 @@ impl Publisher {
 
     /// Enqueues the event and waits for the broker's acknowledgement.
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<Delivered, PublishError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", event.topic),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = %event.topic,
+            messaging.message.id = %event.id,
+        );
+        tracing::Instrument::instrument(self.publish_inner(event), span).await
+    }
+
+    async fn publish_inner(&self, event: &OutgoingEvent) -> Result<Delivered, PublishError> {
         let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
         for (k, v) in &event.headers {
             headers = headers.insert(Header {

@@ -45,7 +45,9 @@ pub(super) async fn serve(
     let route_name = route.name.clone();
     let accepted = shared
         .tasks
-        .spawn(async move { accept(&task_shared, &route_name, &event, fingerprint).await })
+        .spawn(tracing::Instrument::in_current_span(async move {
+            accept(&task_shared, &route_name, &event, fingerprint).await
+        }))
         .await
         .map_err(|e| GatewayError::Internal(format!("publish task failed: {e}")))??;
     super::shadowed::read_back(shared, route, params, &bytes, false);

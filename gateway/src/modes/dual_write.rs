@@ -66,7 +66,9 @@ pub(super) async fn serve(
             let task_shared = Arc::clone(shared);
             let task = shared
                 .tasks
-                .spawn(async move { publish_or_spool(&task_shared, event).await });
+                .spawn(tracing::Instrument::in_current_span(async move {
+                    publish_or_spool(&task_shared, event).await
+                }));
             match task.await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -23,8 +23,69 @@ use crate::state::Shared;
 
 const OPERATIONS_PREFIX: &str = "/operations/";
 
-/// The single public handler (axum fallback).
-pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
+/// Longest `X-Request-Id` taken from a caller; others get a fresh one.
+const MAX_REQUEST_ID: usize = 200;
+
+/// The caller's `X-Request-Id` when usable, else a new UUID v7.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string)
+}
+
+/// What answered a request, for the latency histogram.
+#[derive(Debug, Clone)]
+struct Served {
+    route: String,
+    mode: &'static str,
+}
+
+/// The single public handler (axum fallback): one span per request (which
+/// continues the caller's W3C trace), a request id in the logs, the legacy
+/// call, the event headers and the answer, and the latency histogram.
+pub async fn handle(State(shared): State<Arc<Shared>>, mut request: Request<Body>) -> Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let id = request_id(request.headers());
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        request.headers_mut().insert("x-request-id", v);
+    }
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %request.uri().path(),
+        request_id = %id,
+        route = tracing::field::Empty,
+        mode = tracing::field::Empty,
+        canary.arm = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_from_headers(&span, request.headers());
+    let mut response = handle_inner(Arc::clone(&shared), request)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if let Some(served) = response.extensions_mut().remove::<Served>() {
+        shared
+            .metrics
+            .request_latency
+            .with_label_values(&[&served.route, served.mode])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> Response {
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -74,7 +135,11 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
     };
 
     let route: Arc<Route> = route.clone();
+    let span = tracing::Span::current();
+    span.record("route", route.name.as_str());
+    span.record("otel.name", format!("{} {}", route.method, route.name));
     let Some(canary) = route.canary.clone() else {
+        span.record("mode", route.mode.as_str());
         let result = serve(&shared, &route, &params, table.limits, request, client_addr).await;
         return finish(
             &shared,
@@ -107,6 +172,8 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -
             )
         }
     };
+    span.record("mode", serving.mode.as_str());
+    span.record("canary.arm", serving.arm.unwrap_or(Arm::Base).as_str());
     let tally = Tally {
         shared: Arc::clone(&shared),
         route: Arc::clone(&route),
@@ -287,6 +354,16 @@ fn finish(
         .requests
         .with_label_values(&[route, mode, response.status().as_str()])
         .inc();
+    let mut response = response;
+    response.extensions_mut().insert(Served {
+        route: route.to_string(),
+        mode: match mode {
+            "passthrough" => "passthrough",
+            "dual-write" => "dual-write",
+            "async" => "async",
+            _ => "none",
+        },
+    });
     response
 }
 
@@ -440,12 +517,33 @@ pub(crate) fn event_context(headers: &http::HeaderMap) -> Result<EventContext, G
             })
         }
     };
-    let traceparent = get("traceparent")
-        .and_then(Result::ok)
-        .filter(|t| is_traceparent(t));
+    // The request span's context when traces are on (so consumers continue
+    // this trace), else the caller's own, passed through.
+    let current = crate::telemetry::current_context_pairs();
+    let from_span = |name: &str| {
+        current
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (traceparent, tracestate) = match from_span("traceparent") {
+        Some(tp) => (Some(tp), from_span("tracestate")),
+        None => {
+            let tp = get("traceparent")
+                .and_then(Result::ok)
+                .filter(|t| is_traceparent(t));
+            let ts = tp
+                .as_ref()
+                .and(get("tracestate").and_then(Result::ok))
+                .filter(|s| s.len() <= 512);
+            (tp, ts)
+        }
+    };
     Ok(EventContext {
         traceparent,
+        tracestate,
         idempotency_key,
+        request_id: get("x-request-id").and_then(Result::ok),
         origin: None,
     })
 }

@@ -88,8 +88,26 @@ impl Upstream {
         *request.version_mut() = Version::HTTP_11;
         prepare_request_headers(request.headers_mut(), authority.as_deref(), forwarding);
 
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = %format!("{} {}", request.method(), self.name),
+            otel.kind = "client",
+            upstream = %self.name,
+            http.response.status_code = tracing::field::Empty,
+        );
+        {
+            let _in = span.enter();
+            crate::telemetry::inject_headers(request.headers_mut());
+        }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, client.request(request)).await;
+        let outcome = tokio::time::timeout(
+            self.timeout,
+            tracing::Instrument::instrument(client.request(request), span.clone()),
+        )
+        .await;
+        if let Ok(Ok(r)) = &outcome {
+            span.record("http.response.status_code", r.status().as_u16());
+        }
         metrics
             .upstream_latency
             .with_label_values(&[&self.name])
