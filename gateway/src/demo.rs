@@ -55,14 +55,17 @@ pub async fn run(config_path: &Path, kafka: &str, print_events: bool) -> anyhow:
     // The adapters of the routes file, in process.
     let (stop_adapters, adapters_rx) = tokio::sync::watch::channel(false);
     for adapter in &loaded.config.adapters {
-        let (loaded, name, bootstrap, rx) = (
+        let (loaded, name, bootstrap, rx, metrics) = (
             loaded.clone(),
             adapter.name.clone(),
             gateway.kafka_bootstrap.clone(),
             adapters_rx.clone(),
+            gateway.shared.metrics.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = crate::adapter::run(&loaded, &name, &bootstrap, rx).await {
+            if let Err(e) =
+                crate::adapter::run_with_metrics(&loaded, &name, &bootstrap, rx, metrics).await
+            {
                 tracing::error!(adapter = %name, error = %e, "adapter stopped");
             }
         });

@@ -173,6 +173,10 @@ enum AdapterCommand {
         /// Adapter name in [[adapters]].
         #[arg(long)]
         name: String,
+        /// Serve Prometheus metrics (deliveries, retries, dead letters,
+        /// lag) at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Send the adapter's dead letters back to its topic.
     Redrive {
@@ -449,9 +453,32 @@ async fn adapter(
         anyhow::bail!("an adapter needs a real Kafka: pass --kafka HOST:PORT (gateway demo runs its adapters itself)");
     }
     match command {
-        AdapterCommand::Run { name } => {
+        AdapterCommand::Run { name, metrics } => {
+            let registry = gateway::metrics::Metrics::new();
+            if let Some(addr) = metrics {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+                let served = registry.clone();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let served = served.clone();
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                served.render(),
+                            )
+                        }
+                    }),
+                );
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
             let (stop, rx) = tokio::sync::watch::channel(false);
-            let run = gateway::adapter::run(&loaded, &name, &bootstrap, rx);
+            let run = gateway::adapter::run_with_metrics(&loaded, &name, &bootstrap, rx, registry);
             tokio::pin!(run);
             tokio::select! {
                 r = &mut run => r?,

@@ -17,6 +17,14 @@ pub struct Metrics {
     registry: Registry,
     /// `gateway_requests_total{route,mode,status}`
     pub requests: IntCounterVec,
+    /// `gateway_adapter_deliveries_total{adapter,outcome}`
+    pub adapter_deliveries: IntCounterVec,
+    /// `gateway_adapter_retries_total{adapter}`
+    pub adapter_retries: IntCounterVec,
+    /// `gateway_adapter_dead_letters_total{adapter}`
+    pub adapter_dead_letters: IntCounterVec,
+    /// `gateway_adapter_lag{adapter,partition}`
+    pub adapter_lag: prometheus::IntGaugeVec,
     /// `gateway_request_duration_seconds{route,mode}`
     pub request_latency: HistogramVec,
     /// `gateway_canary_requests_total{route,arm,outcome}`
@@ -172,6 +180,37 @@ impl Metrics {
                 "Shadow comparisons by outcome",
                 &["route", "outcome"],
             ),
+            adapter_deliveries: counter(
+                &r,
+                "gateway_adapter_deliveries_total",
+                "Events an adapter finished with, by outcome (completed, refused, failed)",
+                &["adapter", "outcome"],
+            ),
+            adapter_retries: counter(
+                &r,
+                "gateway_adapter_retries_total",
+                "Delivery attempts an adapter will retry",
+                &["adapter"],
+            ),
+            adapter_dead_letters: counter(
+                &r,
+                "gateway_adapter_dead_letters_total",
+                "Events an adapter sent to <topic>.dlq",
+                &["adapter"],
+            ),
+            adapter_lag: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_adapter_lag",
+                        "Events on the adapter's topic not delivered yet, per partition",
+                    ),
+                    &["adapter", "partition"],
+                )
+                .unwrap_or_else(|e| unreachable!("{e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("{e}"));
+                g
+            },
             request_latency: histogram(
                 &r,
                 "gateway_request_duration_seconds",

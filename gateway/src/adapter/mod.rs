@@ -76,6 +76,26 @@ pub async fn run(
     bootstrap: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<(), AdapterError> {
+    run_with_metrics(
+        loaded,
+        name,
+        bootstrap,
+        stop,
+        crate::metrics::Metrics::new(),
+    )
+    .await
+}
+
+/// Like [`run`], counting into `metrics` (deliveries, retries, dead
+/// letters, lag): the gateway's own registry when it runs adapters in
+/// process, or the one `gateway adapter run --metrics` serves.
+pub async fn run_with_metrics(
+    loaded: &LoadedConfig,
+    name: &str,
+    bootstrap: &str,
+    stop: watch::Receiver<bool>,
+    metrics: crate::metrics::Metrics,
+) -> Result<(), AdapterError> {
     let c = &loaded.config;
     let config = c
         .adapters
@@ -129,7 +149,7 @@ pub async fn run(
         operations_topic: c.kafka.operations_topic.clone(),
         consumer: consumer.clone(),
         stop: stop.clone(),
-        metrics: crate::metrics::Metrics::new(),
+        metrics,
         registry: c.schemas.registry.as_deref().map(|url| {
             crate::schema::registry::RegistryClient::new(
                 url,
@@ -140,6 +160,7 @@ pub async fn run(
         learnt: std::sync::Mutex::new(HashMap::new()),
     });
     tracing::info!(adapter = name, topic = %ctx.config.topic, group = %ctx.config.group(), "adapter running");
+    let lag = tokio::spawn(watch_lag(ctx.clone()));
 
     let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut handles = Vec::new();
@@ -173,8 +194,46 @@ pub async fn run(
     for h in handles {
         let _ = h.await;
     }
+    lag.abort();
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     Ok(())
+}
+
+/// Every 5 s: per assigned partition, the high watermark minus the
+/// consumer's position (what is still to be delivered).
+async fn watch_lag(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let c = ctx.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = c.consumer.position() else {
+                return Vec::new();
+            };
+            positions
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let (_, high) = c
+                        .consumer
+                        .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                        .ok()?;
+                    let at = match e.offset() {
+                        rdkafka::Offset::Offset(o) => o,
+                        _ => return None,
+                    };
+                    Some((e.partition(), (high - at).max(0)))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        for (partition, lag) in lags {
+            ctx.metrics
+                .adapter_lag
+                .with_label_values(&[&ctx.config.name, &partition.to_string()])
+                .set(lag);
+        }
+    }
 }
 
 async fn partition_worker(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<OwnedMessage>) {
@@ -221,6 +280,7 @@ async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
     let body = match decode(ctx, m).await {
         Ok(b) => b,
         Err(e) => {
+            count(ctx, "undecodable");
             dead_letter(ctx, m, &e, 0).await;
             report(ctx, &id, "failed", serde_json::json!({ "error": e })).await;
             return true;
@@ -231,6 +291,7 @@ async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
         attempt += 1;
         match deliver(ctx, m, &id, &body).await {
             Attempt::Delivered(status, response) => {
+                count(ctx, "completed");
                 report(
                     ctx,
                     &id,
@@ -242,6 +303,7 @@ async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
             }
             Attempt::Refused(status, text) => {
                 let error = format!("legacy service answered {status}: {text}");
+                count(ctx, "refused");
                 dead_letter(ctx, m, &error, attempt).await;
                 report(
                     ctx,
@@ -254,11 +316,16 @@ async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
             }
             Attempt::Retry(error) if attempt >= ctx.config.max_attempts => {
                 let error = format!("gave up after {attempt} attempts: {error}");
+                count(ctx, "failed");
                 dead_letter(ctx, m, &error, attempt).await;
                 report(ctx, &id, "failed", serde_json::json!({ "error": error })).await;
                 return true;
             }
             Attempt::Retry(error) => {
+                ctx.metrics
+                    .adapter_retries
+                    .with_label_values(&[&ctx.config.name])
+                    .inc();
                 let delay = backoff(&ctx.config, attempt);
                 tracing::debug!(adapter = %ctx.config.name, id, attempt, ?delay, error, "delivery failed; retrying");
                 let mut stop = ctx.stop.clone();
@@ -269,6 +336,13 @@ async fn handle(ctx: &Ctx, m: &OwnedMessage) -> bool {
             }
         }
     }
+}
+
+fn count(ctx: &Ctx, outcome: &str) {
+    ctx.metrics
+        .adapter_deliveries
+        .with_label_values(&[&ctx.config.name, outcome])
+        .inc();
 }
 
 /// Exponential backoff with full jitter.
@@ -389,6 +463,10 @@ async fn dead_letter(ctx: &Ctx, m: &OwnedMessage, error: &str, attempts: u32) {
     loop {
         match ctx.publisher.publish(&event).await {
             Ok(_) => {
+                ctx.metrics
+                    .adapter_dead_letters
+                    .with_label_values(&[&ctx.config.name])
+                    .inc();
                 tracing::warn!(adapter = %ctx.config.name, id = %event.id, error, "event dead-lettered");
                 return;
             }
