@@ -156,8 +156,8 @@ key = "/customerId"
         }
         let labels: BTreeSet<String> = sample
             .labels
-            .iter()
-            .map(|(k, _)| k.clone())
+            .keys()
+            .cloned()
             .filter(|k| k != "le")
             .collect();
         assert_eq!(&labels, labels_doc, "{name}: labels");
