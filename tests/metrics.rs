@@ -157,8 +157,8 @@ key = "/customerId"
         let labels: BTreeSet<String> = sample
             .labels
             .keys()
+            .filter(|k| *k != "le")
             .cloned()
-            .filter(|k| k != "le")
             .collect();
         assert_eq!(&labels, labels_doc, "{name}: labels");
         seen.insert(name.to_string());
