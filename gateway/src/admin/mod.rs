@@ -1,6 +1,8 @@
 //! The admin port: health, readiness, the route table, metrics and the
 //! read-only schema catalog in the Confluent Schema Registry shape.
 
+mod dashboard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/audit", get(audit))
         .route("/admin/shadow/{route}", get(shadow_report))
+        .route("/dashboard", get(dashboard::page))
+        .route("/admin/dashboard.json", get(dashboard::data))
         .route("/admin/canary", get(canaries))
         .route("/admin/canary/{route}", get(canary))
         .route("/admin/canary/{route}/{action}", post(canary_action))
