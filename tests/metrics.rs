@@ -137,8 +137,42 @@ key = "/customerId"
         .expect("text");
     let scrape =
         Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format");
+    // The parser skips what it does not understand: every sample line must
+    // have become a sample.
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets.len(),
+            Value::Summary(quantiles) => quantiles.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(parsed, sample_lines, "every line of the exposition parses");
+
+    // The table and the gateway's own catalog agree both ways, series with
+    // and without values alike.
     let table = documented();
-    assert!(table.len() >= 20, "{table:#?}");
+    let catalog: BTreeMap<String, BTreeSet<String>> = gw
+        .gateway
+        .shared
+        .metrics
+        .catalog()
+        .into_iter()
+        .map(|(name, labels)| (name, labels.into_iter().collect()))
+        .collect();
+    let documented_labels: BTreeMap<String, BTreeSet<String>> = table
+        .iter()
+        .map(|(name, (_, labels))| (name.clone(), labels.clone()))
+        .collect();
+    assert_eq!(
+        documented_labels, catalog,
+        "README table vs the metrics the gateway defines"
+    );
 
     let mut seen = BTreeSet::new();
     for sample in &scrape.samples {

@@ -247,6 +247,41 @@ impl Metrics {
         }
     }
 
+    /// Every metric's name and label names, whether or not it has a value
+    /// yet (the README's table is checked against it).
+    pub fn catalog(&self) -> Vec<(String, Vec<String>)> {
+        use prometheus::core::Collector;
+        [
+            self.requests.desc(),
+            self.adapter_deliveries.desc(),
+            self.adapter_retries.desc(),
+            self.adapter_dead_letters.desc(),
+            self.adapter_lag.desc(),
+            self.request_latency.desc(),
+            self.canary_requests.desc(),
+            self.canary_decisions.desc(),
+            self.canary_percent.desc(),
+            self.request_errors.desc(),
+            self.upstream_latency.desc(),
+            self.publish_latency.desc(),
+            self.publish_failures.desc(),
+            self.events_published.desc(),
+            self.events_spooled.desc(),
+            self.events_republished.desc(),
+            self.events_lost.desc(),
+            self.events_unencodable.desc(),
+            self.idempotent_replays.desc(),
+            self.spool_depth.desc(),
+            self.reloads.desc(),
+            self.shadow.desc(),
+            self.shadow_fields.desc(),
+        ]
+        .concat()
+        .into_iter()
+        .map(|d| (d.fq_name.clone(), d.variable_labels.clone()))
+        .collect()
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

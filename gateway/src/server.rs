@@ -232,6 +232,7 @@ impl Gateway {
                 StartError::Kafka(format!("operations topic {}: {e}", kafka.operations_topic))
             })?;
         let figures = crate::canary::engine::follow_figures(shared.clone(), &kafka, &bootstrap)
+            .await
             .map_err(|e| {
                 StartError::Kafka(format!(
                     "canary figures topic {}: {e}",

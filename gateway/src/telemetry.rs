@@ -75,7 +75,7 @@ pub fn init(format: LogFormat) -> Telemetry {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -91,10 +91,11 @@ pub fn init(format: LogFormat) -> Telemetry {
     } else {
         None
     };
+    // Spans are exported whatever RUST_LOG says about log lines.
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("gateway"))
-            .with_filter(filter())
+            .with_filter(EnvFilter::new("info,rdkafka=off"))
     });
     let installed = tracing_subscriber::registry()
         .with(fmt.with_filter(filter()))
@@ -158,7 +159,10 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // An empty value (no tracestate) must also remove the caller's:
+        // it belonged to another trace context.
         if value.is_empty() {
+            self.0.remove(key);
             return;
         }
         if let (Ok(name), Ok(value)) = (
@@ -240,11 +244,14 @@ pub fn record_span(
     topic: &str,
     headers: &[(String, String)],
 ) -> tracing::Span {
+    // Values from a record are logged: only plain, short ones.
     let header = |n: &str| {
         headers
             .iter()
             .find(|(k, _)| k == n)
-            .map_or("", |(_, v)| v.as_str())
+            .map(|(_, v)| v.as_str())
+            .filter(|v| v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or("")
     };
     let span = tracing::info_span!(
         "record",

@@ -36,7 +36,8 @@ trap cleanup EXIT
 
 # start_demo CONFIG: the demo on CONFIG, waiting until it is ready.
 start_demo() {
-  target/release/gateway demo --config "$1" --kafka "127.0.0.1:$PORT" --quiet >"$log" 2>&1 &
+  # No access log: it would measure the terminal.
+  RUST_LOG="${RUST_LOG:-warn}" target/release/gateway demo --config "$1" --kafka "127.0.0.1:$PORT" --quiet >"$log" 2>&1 &
   gw=$!
   for _ in $(seq 1 100); do
     curl -sf http://127.0.0.1:9080/readyz >/dev/null && return 0

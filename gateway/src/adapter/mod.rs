@@ -66,6 +66,8 @@ struct Ctx {
     /// Schemas learnt from the registry by id (events written with registry ids).
     registry: Option<crate::schema::registry::RegistryClient>,
     learnt: std::sync::Mutex<HashMap<u32, Arc<EventSchema>>>,
+    /// Per partition, the offset after the last event finished with.
+    done: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 /// Runs the adapter `name` from `loaded` against `bootstrap` until `stop`
@@ -158,6 +160,7 @@ pub async fn run_with_metrics(
             )
         }),
         learnt: std::sync::Mutex::new(HashMap::new()),
+        done: std::sync::Mutex::new(HashMap::new()),
     });
     tracing::info!(adapter = name, topic = %ctx.config.topic, group = %ctx.config.group(), "adapter running");
     let lag = tokio::spawn(watch_lag(ctx.clone()));
@@ -194,43 +197,66 @@ pub async fn run_with_metrics(
     for h in handles {
         let _ = h.await;
     }
+    // Gone before the consumer is closed below: it holds the consumer too.
     lag.abort();
+    let _ = lag.await;
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     Ok(())
 }
 
-/// Every 5 s: per assigned partition, the high watermark minus the
-/// consumer's position (what is still to be delivered).
+/// Every 5 s: per assigned partition, the high watermark minus the offset
+/// after the last event this adapter finished with (queued and retried
+/// events count as lag), or the consumer's position before the first.
+/// Partitions no longer assigned lose their series.
 async fn watch_lag(ctx: Arc<Ctx>) {
+    let mut shown: Vec<i32> = Vec::new();
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let c = ctx.clone();
-        let lags = tokio::task::spawn_blocking(move || {
-            let Ok(positions) = c.consumer.position() else {
+        let lags: Vec<(i32, i64)> = tokio::task::spawn_blocking(move || {
+            let Ok(assigned) = c.consumer.assignment() else {
                 return Vec::new();
             };
-            positions
+            let positions = c.consumer.position().ok();
+            let done = c.done.lock().map(|d| d.clone()).unwrap_or_default();
+            assigned
                 .elements()
                 .iter()
                 .filter_map(|e| {
-                    let (_, high) = c
+                    let (low, high) = c
                         .consumer
                         .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
                         .ok()?;
-                    let at = match e.offset() {
-                        rdkafka::Offset::Offset(o) => o,
-                        _ => return None,
-                    };
-                    Some((e.partition(), (high - at).max(0)))
+                    let from_group = positions
+                        .as_ref()
+                        .and_then(|t| t.find_partition(e.topic(), e.partition()))
+                        .and_then(|p| match p.offset() {
+                            rdkafka::Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    let next = done
+                        .get(&e.partition())
+                        .copied()
+                        .or(from_group)
+                        .unwrap_or(low);
+                    Some((e.partition(), (high - next).max(0)))
                 })
                 .collect()
         })
         .await
         .unwrap_or_default();
+        let name = &ctx.config.name;
+        for gone in shown.iter().filter(|p| !lags.iter().any(|(q, _)| q == *p)) {
+            let _ = ctx
+                .metrics
+                .adapter_lag
+                .remove_label_values(&[name, &gone.to_string()]);
+        }
+        shown = lags.iter().map(|(p, _)| *p).collect();
         for (partition, lag) in lags {
             ctx.metrics
                 .adapter_lag
-                .with_label_values(&[&ctx.config.name, &partition.to_string()])
+                .with_label_values(&[name, &partition.to_string()])
                 .set(lag);
         }
     }
@@ -248,6 +274,9 @@ async fn partition_worker(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<OwnedMessage>) {
         if !handled {
             // Stopping: leave this and later events for redelivery.
             return;
+        }
+        if let Ok(mut done) = ctx.done.lock() {
+            done.insert(m.partition(), m.offset() + 1);
         }
         if let Err(e) = ctx
             .consumer
@@ -401,8 +430,10 @@ async fn deliver(ctx: &Ctx, m: &OwnedMessage, id: &str, body: &serde_json::Value
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", id);
-    if let Some(tp) = header(m, "traceparent") {
-        request = request.header("traceparent", tp);
+    for name in ["traceparent", "tracestate", "x-request-id"] {
+        if let Some(value) = header(m, name) {
+            request = request.header(name, value);
+        }
     }
     let request = match request.body(Body::from(body.to_string())) {
         Ok(r) => r,

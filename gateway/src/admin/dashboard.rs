@@ -17,6 +17,11 @@ use crate::plan::{standing, Plan, RouteNow, Routes};
 use crate::state::Shared;
 
 const PAGE: &str = include_str!("dashboard.html");
+const SCRIPT: &str = include_str!("dashboard.js");
+
+/// Nothing from another origin, no framing (the buttons change routes).
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
+     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// `GET /dashboard`
 pub async fn page() -> impl IntoResponse {
@@ -24,13 +29,21 @@ pub async fn page() -> impl IntoResponse {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
-            // Everything is inline; nothing may be fetched from elsewhere.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
-            ),
+            (header::CONTENT_SECURITY_POLICY, POLICY),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         PAGE,
+    )
+}
+
+/// `GET /dashboard.js`
+pub async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        SCRIPT,
     )
 }
 
@@ -110,12 +123,27 @@ pub async fn data(State(shared): State<Arc<Shared>>) -> Json<Value> {
             )
         })
         .collect();
-    let plan = shared
+    let plan_dir = shared
         .config_path
         .as_ref()
-        .and_then(|p| p.parent().map(|d| d.join("migration-plan")))
-        .filter(|d| d.is_dir())
-        .and_then(|d| Plan::load(&d, &file.config).ok());
+        .and_then(|p| p.parent().map(|d| d.join("migration-plan")));
+    let plan = match plan_dir {
+        Some(dir) => {
+            let config = file.config.clone();
+            tokio::task::spawn_blocking(move || {
+                dir.is_dir()
+                    .then(|| Plan::load(&dir, &config))
+                    .and_then(|r| {
+                        r.map_err(|p| tracing::debug!(problems = ?p, "plan not shown"))
+                            .ok()
+                    })
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+        None => None,
+    };
     let phase_of = |route: &str| -> Option<Value> {
         let plan = plan.as_ref()?;
         plan.phases

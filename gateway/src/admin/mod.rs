@@ -33,6 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/audit", get(audit))
         .route("/admin/shadow/{route}", get(shadow_report))
         .route("/dashboard", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/admin/dashboard.json", get(dashboard::data))
         .route("/admin/canary", get(canaries))
         .route("/admin/canary/{route}", get(canary))

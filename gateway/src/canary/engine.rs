@@ -503,8 +503,9 @@ fn share_figures(shared: &Arc<Shared>, route: &Route) {
     });
 }
 
-/// Follows the other replicas' figures from now on.
-pub fn follow_figures(
+/// Follows the other replicas' figures from now on. The partitions are
+/// assigned, not subscribed: no consumer group to join or leave.
+pub async fn follow_figures(
     shared: Arc<Shared>,
     kafka: &KafkaConfig,
     bootstrap: &str,
@@ -516,11 +517,28 @@ pub fn follow_figures(
             format!("gateway-canary-{}", shared.canaries.replica),
         )
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
-        .set("topic.metadata.refresh.interval.ms", "2000")
+        .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| e.to_string())?;
-    consumer.subscribe(&[&topic]).map_err(|e| e.to_string())?;
+    let consumer = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || -> Result<StreamConsumer, String> {
+            let parts = crate::control::replication::partitions(
+                &consumer,
+                &topic,
+                Duration::from_secs(30),
+            )?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for (p, _, _) in parts {
+                tpl.add_partition_offset(&topic, p, rdkafka::Offset::End)
+                    .map_err(|e| e.to_string())?;
+            }
+            consumer.assign(&tpl).map_err(|e| e.to_string())?;
+            Ok(consumer)
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {

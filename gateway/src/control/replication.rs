@@ -164,7 +164,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig, bootstrap: &str) -> Result<(), S
 
 /// Partitions of `topic` with their low and high watermarks, waiting (up to
 /// `patience`) for a topic that was just created to show up.
-fn partitions(
+pub(crate) fn partitions(
     consumer: &StreamConsumer,
     topic: &str,
     patience: Duration,

@@ -115,8 +115,13 @@ impl Publisher {
             messaging.system = "kafka",
             messaging.destination.name = %event.topic,
             messaging.message.id = %event.id,
+            otel.status_code = tracing::field::Empty,
         );
-        tracing::Instrument::instrument(self.publish_inner(event), span).await
+        let result = tracing::Instrument::instrument(self.publish_inner(event), span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 
     async fn publish_inner(&self, event: &OutgoingEvent) -> Result<Delivered, PublishError> {

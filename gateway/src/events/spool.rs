@@ -195,7 +195,13 @@ impl Spool {
     ) -> (usize, bool) {
         let mut sent = 0;
         for (seq, path, event) in group {
-            match publisher.publish(&event).await {
+            let span = crate::telemetry::record_span(
+                "republish",
+                &event.topic,
+                &event.topic,
+                &event.headers,
+            );
+            match tracing::Instrument::instrument(publisher.publish(&event), span).await {
                 Ok(_) => {
                     let p = path.clone();
                     if let Some(Err(e)) = blocking(move || std::fs::remove_file(&p)).await {

@@ -66,18 +66,34 @@ pub async fn handle(State(shared): State<Arc<Shared>>, mut request: Request<Body
         mode = tracing::field::Empty,
         canary.arm = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     crate::telemetry::continue_from_headers(&span, request.headers());
     let mut response = handle_inner(Arc::clone(&shared), request)
         .instrument(span.clone())
         .await;
     span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let elapsed = started.elapsed();
     if let Some(served) = response.extensions_mut().remove::<Served>() {
         shared
             .metrics
             .request_latency
             .with_label_values(&[&served.route, served.mode])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+    }
+    {
+        // The access log: one line per request, with the span's fields
+        // (request id, route, mode, arm). `RUST_LOG=…,access=off` mutes it.
+        let _in = span.enter();
+        tracing::info!(
+            target: "access",
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
     }
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);

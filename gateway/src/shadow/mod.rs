@@ -233,14 +233,17 @@ impl Shadow {
     pub fn submit(self: &Arc<Self>, job: Job) {
         let route = job.route.clone();
         let this = Arc::clone(self);
-        self.spawn_bounded(&route, async move { this.run(job).await });
+        // The copy belongs to the request's trace (and logs with its id).
+        let work = tracing::Instrument::in_current_span(async move { this.run(job).await });
+        self.spawn_bounded(&route, work);
     }
 
     /// Schedules a read-after-write comparison, or drops it when full.
     pub fn submit_read_back(self: &Arc<Self>, job: ReadBack) {
         let route = job.route.clone();
         let this = Arc::clone(self);
-        self.spawn_bounded(&route, async move { this.read_back(job).await });
+        let work = tracing::Instrument::in_current_span(async move { this.read_back(job).await });
+        self.spawn_bounded(&route, work);
     }
 
     fn spawn_bounded(

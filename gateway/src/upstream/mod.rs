@@ -94,6 +94,7 @@ impl Upstream {
             otel.kind = "client",
             upstream = %self.name,
             http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         {
             let _in = span.enter();
@@ -105,8 +106,16 @@ impl Upstream {
             tracing::Instrument::instrument(client.request(request), span.clone()),
         )
         .await;
-        if let Ok(Ok(r)) = &outcome {
-            span.record("http.response.status_code", r.status().as_u16());
+        match &outcome {
+            Ok(Ok(r)) => {
+                span.record("http.response.status_code", r.status().as_u16());
+                if r.status().is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            _ => {
+                span.record("otel.status_code", "ERROR");
+            }
         }
         metrics
             .upstream_latency
