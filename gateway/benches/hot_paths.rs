@@ -63,7 +63,9 @@ fn routing(c: &mut Criterion) {
 fn encoding(c: &mut Criterion) {
     let catalog = Catalog::load(&repo().join("schemas")).expect("catalog");
     let order = catalog.get("com.shop.OrderCreated").expect("OrderCreated");
-    let user = catalog.get("com.shop.UserRegistered").expect("UserRegistered");
+    let user = catalog
+        .get("com.shop.UserRegistered")
+        .expect("UserRegistered");
     let order_json: serde_json::Value = serde_json::from_str(
         r#"{"orderId":"o-1001","customerId":"c-7","items":[{"sku":"SKU-1","quantity":2,"unitPriceCents":1999},{"sku":"SKU-2","quantity":1,"unitPriceCents":500}],"totalCents":4498,"currency":"EUR"}"#,
     )
@@ -101,7 +103,10 @@ fn headers(c: &mut Criterion) {
         ("x-trace-hop", "1"),
         ("x-forwarded-for", "203.0.113.9"),
         ("authorization", "Bearer abc"),
-        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
     ] {
         incoming.insert(
             http::HeaderName::from_static(k),
@@ -112,16 +117,19 @@ fn headers(c: &mut Criterion) {
         client_addr: Some("192.0.2.10:50000".parse().expect("addr")),
         trust_incoming: false,
     };
-    c.bench_function("header rewriting (10 headers, hop-by-hop + X-Forwarded-*)", |b| {
-        b.iter_batched(
-            || incoming.clone(),
-            |mut h| {
-                prepare_request_headers(&mut h, Some("shop.example.com"), forwarding);
-                black_box(h)
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    c.bench_function(
+        "header rewriting (10 headers, hop-by-hop + X-Forwarded-*)",
+        |b| {
+            b.iter_batched(
+                || incoming.clone(),
+                |mut h| {
+                    prepare_request_headers(&mut h, Some("shop.example.com"), forwarding);
+                    black_box(h)
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
 }
 
 criterion_group!(benches, routing, encoding, headers);

@@ -218,9 +218,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
 }
+
+// Names as constants: a `&str` key is parsed (and a custom name allocated)
+// on every use, on every request.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Who is calling, for the X-Forwarded-* headers.
 #[derive(Debug, Clone, Copy)]
@@ -232,9 +238,9 @@ pub struct Forwarding {
     pub trust_incoming: bool,
 }
 
-const XFF: &str = "x-forwarded-for";
-const XFH: &str = "x-forwarded-host";
-const XFP: &str = "x-forwarded-proto";
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Hop-by-hop removal plus X-Forwarded-For/-Proto/-Host; the upstream gets
 /// its own Host. Untrusted forwarding headers are replaced, not appended to.
@@ -245,7 +251,7 @@ pub fn prepare_request_headers(
 ) {
     strip_hop_by_hop(headers);
     if !forwarding.trust_incoming {
-        for name in [XFF, XFH, XFP, "forwarded"] {
+        for name in [XFF, XFH, XFP, FORWARDED] {
             headers.remove(name);
         }
     }
