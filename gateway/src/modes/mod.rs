@@ -26,10 +26,12 @@ const OPERATIONS_PREFIX: &str = "/operations/";
 /// Longest `X-Request-Id` taken from a caller; others get a fresh one.
 const MAX_REQUEST_ID: usize = 200;
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The caller's `X-Request-Id` when usable, else a new UUID v7.
 fn request_id(headers: &http::HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
@@ -51,8 +53,9 @@ pub async fn handle(State(shared): State<Arc<Shared>>, mut request: Request<Body
     use tracing::Instrument;
     let started = std::time::Instant::now();
     let id = request_id(request.headers());
-    if let Ok(v) = http::HeaderValue::from_str(&id) {
-        request.headers_mut().insert("x-request-id", v);
+    let id_header = http::HeaderValue::from_str(&id).ok();
+    if let Some(v) = &id_header {
+        request.headers_mut().insert(X_REQUEST_ID, v.clone());
     }
     let method = request.method().clone();
     let span = tracing::info_span!(
@@ -95,8 +98,8 @@ pub async fn handle(State(shared): State<Arc<Shared>>, mut request: Request<Body
             "request"
         );
     }
-    if let Ok(v) = http::HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
+    if let Some(v) = id_header {
+        response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
 }
@@ -406,16 +409,32 @@ async fn operation_status(
 
 /// Refuses paths a legacy service might normalise into a path no route
 /// exposes: `.`/`..` segments (also percent-encoded) and encoded `/` or `\`.
+/// Runs on every request, so it looks at bytes without allocating.
 fn is_safe_path(path: &str) -> bool {
-    path.split('/').all(|segment| {
-        let lower = segment.to_ascii_lowercase();
-        let dots = lower.replace("%2e", ".");
-        dots != "."
-            && dots != ".."
-            && !lower.contains("%2f")
-            && !lower.contains("%5c")
-            && !segment.contains('\\')
+    let encoded_separator =
+        |w: &[u8]| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c'));
+    path.as_bytes().split(|&b| b == b'/').all(|segment| {
+        !is_dot_segment(segment)
+            && !segment.contains(&b'\\')
+            && !segment.windows(3).any(encoded_separator)
     })
+}
+
+/// `.` or `..`, each dot written plainly or as `%2e`/`%2E`.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = segment;
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'.' {
+            rest = tail;
+        } else if first == b'%' && tail.len() >= 2 && tail[0] == b'2' && tail[1] | 0x20 == b'e' {
+            rest = &tail[2..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// Reads a whole body, refusing more than the size limit or a body that
@@ -623,7 +642,15 @@ mod tests {
         ] {
             assert!(!is_safe_path(bad), "{bad}");
         }
-        for good in ["/orders/1", "/files/a.b", "/v1.2/x", "/a/...b"] {
+        for good in [
+            "/orders/1",
+            "/files/a.b",
+            "/v1.2/x",
+            "/a/...b",
+            "/a/.../b",
+            "/%2e%2e%2e",
+            "/a%2",
+        ] {
             assert!(is_safe_path(good), "{good}");
         }
     }
