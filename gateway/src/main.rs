@@ -7,6 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gateway::Gateway;
 
+// The request path allocates per request (headers, JSON, Avro values); glibc
+// malloc was a fifth of the async path's CPU in a profile (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gateway",

@@ -1,6 +1,8 @@
 //! JSON body → Avro value, guided by the schema, collecting every mismatch
 //! with its JSON pointer instead of stopping at the first.
 
+use std::fmt::Write as _;
+
 use apache_avro::schema::{RecordSchema, UuidSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -56,7 +58,21 @@ fn describe(json: &Json) -> String {
 }
 
 fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+    let mut out = String::with_capacity(token.len());
+    push_escaped(&mut out, token);
+    out
+}
+
+/// Appends a JSON pointer token (RFC 6901: `~` as `~0`, `/` as `~1`). The
+/// pointer is kept for every field on the way down, so this must not allocate.
+fn push_escaped(ptr: &mut String, token: &str) {
+    for c in token.chars() {
+        match c {
+            '~' => ptr.push_str("~0"),
+            '/' => ptr.push_str("~1"),
+            c => ptr.push(c),
+        }
+    }
 }
 
 impl Converter<'_> {
@@ -113,8 +129,8 @@ impl Converter<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let len = ptr.len();
-                    ptr.push('/');
-                    ptr.push_str(&i.to_string());
+                    // Writing to a String cannot fail.
+                    let _ = write!(ptr, "/{i}");
                     if let Some(v) = self.value(&a.items, item, ptr, errors) {
                         out.push(v);
                     }
@@ -127,7 +143,7 @@ impl Converter<'_> {
                 for (k, item) in obj {
                     let len = ptr.len();
                     ptr.push('/');
-                    ptr.push_str(&escape(k));
+                    push_escaped(ptr, k);
                     if let Some(v) = self.value(&m.types, item, ptr, errors) {
                         out.insert(k.clone(), v);
                     }
@@ -187,7 +203,7 @@ impl Converter<'_> {
         for field in &record.fields {
             let len = ptr.len();
             ptr.push('/');
-            ptr.push_str(&escape(&field.name));
+            push_escaped(ptr, &field.name);
             match (obj.get(&field.name), &field.default) {
                 (Some(v), _) => {
                     if let Some(v) = self.value(&field.schema, v, ptr, errors) {
