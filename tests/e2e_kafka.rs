@@ -5,12 +5,12 @@
 // Helpers here are test code too: a failed expectation is a failed test.
 #![allow(clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use gateway_tests::{
-    config_text, forbid_calls, read_topic, repo_root, unique_topic, wait_until, TestGateway,
+    config_text, forbid_calls, read_topic, repo_root, unique_topic, wait_until, PrivateBroker,
+    TestGateway,
 };
 use serde_json::Value;
 use wiremock::matchers::{method, path};
@@ -190,53 +190,6 @@ async fn dual_write_event_reaches_the_real_broker_only_for_2xx() {
     assert_eq!(fields["email"], "u-1@example.com");
     assert_eq!(fields["marketingOptIn"], false);
     assert_eq!(records[0].header("ce_source"), Some("register-user"));
-}
-
-/// A second broker of our own, stopped and reset when the test ends.
-struct PrivateBroker {
-    port: u16,
-    data: tempfile::TempDir,
-}
-
-impl PrivateBroker {
-    fn cmd(&self, action: &str) -> std::process::Output {
-        Command::new(repo_root().join("tests/kafka/broker.sh"))
-            .arg(action)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_DATA_DIR", self.data.path().join("kafka"))
-            .output()
-            .expect("broker.sh runs")
-    }
-
-    fn start(port: u16) -> Self {
-        let broker = Self {
-            port,
-            data: tempfile::tempdir().expect("tempdir"),
-        };
-        // This test stops its broker, so it must be the one that started it.
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "port {port} is already in use; set KAFKA_OUTAGE_PORT to a free port"
-        );
-        broker.run("start");
-        broker
-    }
-
-    fn run(&self, action: &str) {
-        let out = self.cmd(action);
-        assert!(
-            out.status.success(),
-            "broker.sh {action} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let _ = self.cmd("stop");
-    }
 }
 
 #[tokio::test]

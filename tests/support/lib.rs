@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gateway::Gateway;
@@ -318,4 +319,87 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{nanos:x}-{:x}-{n}", std::process::id())
+}
+
+/// A second broker of our own, stopped and reset when the test ends.
+pub struct PrivateBroker {
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    data: tempfile::TempDir,
+}
+
+// Test support: a broker that cannot be started or signalled fails the test.
+#[allow(clippy::expect_used)]
+impl PrivateBroker {
+    fn cmd(&self, action: &str) -> std::process::Output {
+        Command::new(repo_root().join("tests/kafka/broker.sh"))
+            .arg(action)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_DATA_DIR", self.data.path().join("kafka"))
+            .output()
+            .expect("broker.sh runs")
+    }
+
+    /// Starts a broker on `port`, which must be free (the caller stops
+    /// and kills this broker, so it must be the one that started it).
+    pub fn start(port: u16) -> Self {
+        let broker = Self {
+            port,
+            data: tempfile::tempdir().expect("tempdir"),
+        };
+        // This test stops its broker, so it must be the one that started it.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} is already in use; set KAFKA_OUTAGE_PORT to a free port"
+        );
+        broker.run("start");
+        broker
+    }
+
+    /// Runs `broker.sh <action>` (start, stop, ...) and fails if it fails.
+    pub fn run(&self, action: &str) {
+        let out = self.cmd(action);
+        assert!(
+            out.status.success(),
+            "broker.sh {action} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// Test support: a broker that cannot be started or signalled fails the test.
+#[allow(clippy::expect_used)]
+impl PrivateBroker {
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker JVM's pid, from the pid file `broker.sh` keeps.
+    pub fn pid(&self) -> u32 {
+        let file = self.data.path().join("kafka").join("broker.pid");
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no broker pid in {}", file.display()))
+    }
+
+    /// Sends `signal` (KILL, STOP, CONT) to the broker JVM.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} of the broker failed");
+    }
+}
+
+// Test support: a failed expectation fails the test.
+#[allow(clippy::expect_used)]
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.cmd("stop");
+    }
 }

@@ -1,0 +1,423 @@
+//! Reliability under load and faults, against the real Kafka broker. Every
+//! request carries a unique id (the event key); afterwards each case reads
+//! its topics back and reconciles them against what the callers were told,
+//! prints its figures, and asserts its pass criterion:
+//!
+//! - no acknowledged request (202 on async, 2xx on dual-write) missing from
+//!   Kafka, none there twice;
+//! - nothing published for a request that was refused (422).
+//!
+//! The broker-fault case runs its own broker (`KAFKA_FAULT_PORT`, default
+//! 19292) so it can kill it without disturbing the other tests.
+
+#![allow(clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_tests::{
+    config_text, read_topic, unique_topic, wait_until, PrivateBroker, TestGateway,
+};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn routes(legacy: &str, orders: &str, users: &str) -> String {
+    format!(
+        r#"
+[upstreams.legacy]
+url = "{legacy}"
+timeout_ms = 5000
+
+[[routes]]
+name = "create-order"
+method = "POST"
+path = "/orders"
+upstream = "legacy"
+mode = "async"
+topic = "{orders}"
+schema = "com.shop.OrderCreated"
+key = "/customerId"
+
+[[routes]]
+name = "register-user"
+method = "POST"
+path = "/users"
+upstream = "legacy"
+mode = "dual-write"
+topic = "{users}"
+schema = "com.shop.UserRegistered"
+key = "/userId"
+"#
+    )
+}
+
+async fn legacy() -> MockServer {
+    let legacy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/users"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("created"))
+        .mount(&legacy)
+        .await;
+    legacy
+}
+
+/// What one request was: its id, the route, and whether its body was valid.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Order,
+    User,
+    /// An order the schema refuses (no `items`, no `totalCents`).
+    BadOrder,
+}
+
+fn request(gw: &TestGateway, kind: Kind, id: &str) -> reqwest::RequestBuilder {
+    let (route, body) = match kind {
+        Kind::Order => (
+            "orders",
+            format!(r#"{{"orderId":"o-{id}","customerId":"{id}","items":[],"totalCents":1}}"#),
+        ),
+        Kind::BadOrder => (
+            "orders",
+            format!(r#"{{"orderId":"o-{id}","customerId":"{id}"}}"#),
+        ),
+        Kind::User => (
+            "users",
+            format!(r#"{{"userId":"{id}","email":"{id}@example.com","name":"U {id}"}}"#),
+        ),
+    };
+    gw.http
+        .post(format!("{}/{route}", gw.base))
+        .header("content-type", "application/json")
+        .timeout(Duration::from_secs(30))
+        .body(body)
+}
+
+/// Outcome of one request: the status, or 0 when the call itself failed.
+#[derive(Default)]
+struct Ledger {
+    sent: BTreeMap<String, (Kind, u16)>,
+    /// Statuses in the order the answers came.
+    order: Vec<(Kind, u16)>,
+    retry_after_missing: usize,
+}
+
+/// `workers` callers, each sending one request after another (a mix of
+/// orders, users and refused orders) until `stop` is set.
+fn load(
+    gw: &Arc<TestGateway>,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|w| {
+            let (gw, stop, ledger) = (Arc::clone(gw), Arc::clone(stop), Arc::clone(ledger));
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let id = format!("w{w}-{n}");
+                    let kind = match n % 10 {
+                        0 => Kind::BadOrder,
+                        1..=5 => Kind::Order,
+                        _ => Kind::User,
+                    };
+                    let (status, retry_after) = match request(&gw, kind, &id).send().await {
+                        Ok(r) => (r.status().as_u16(), r.headers().contains_key("retry-after")),
+                        Err(_) => (0, false),
+                    };
+                    let mut l = ledger.lock().expect("ledger");
+                    if status == 503 && !retry_after {
+                        l.retry_after_missing += 1;
+                    }
+                    l.sent.insert(id, (kind, status));
+                    l.order.push((kind, status));
+                }
+            })
+        })
+        .collect()
+}
+
+/// The figures of one reconciliation.
+#[derive(Debug, Default)]
+struct Figures {
+    sent: usize,
+    acknowledged: usize,
+    refused_503: usize,
+    rejected_422: usize,
+    failed_calls: usize,
+    found: usize,
+    lost: Vec<String>,
+    duplicated: Vec<String>,
+    published_but_rejected: Vec<String>,
+    /// Events of requests answered 503 that are in Kafka anyway (a publish
+    /// that timed out for the caller but reached the broker).
+    published_after_503: usize,
+}
+
+async fn reconcile(bootstrap: &str, orders: &str, users: &str, ledger: &Ledger) -> Figures {
+    let mut counts: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    for (is_order, topic) in [(true, orders), (false, users)] {
+        for r in read_topic(bootstrap, topic).await.expect("read topic") {
+            let key = r.key.expect("every event is keyed");
+            *counts.entry((is_order, key)).or_default() += 1;
+        }
+    }
+    let mut f = Figures {
+        sent: ledger.sent.len(),
+        found: counts.values().sum(),
+        ..Figures::default()
+    };
+    for (id, (kind, status)) in &ledger.sent {
+        let here = counts
+            .get(&(matches!(kind, Kind::Order | Kind::BadOrder), id.clone()))
+            .copied()
+            .unwrap_or(0);
+        let acked = match kind {
+            Kind::Order | Kind::BadOrder => *status == 202,
+            Kind::User => (200..300).contains(status),
+        };
+        match *status {
+            503 => f.refused_503 += 1,
+            422 => f.rejected_422 += 1,
+            0 => f.failed_calls += 1,
+            _ => {}
+        }
+        if acked {
+            f.acknowledged += 1;
+            match here {
+                0 => f.lost.push(id.clone()),
+                1 => {}
+                _ => f.duplicated.push(id.clone()),
+            }
+        } else if *status == 422 && here > 0 {
+            f.published_but_rejected.push(id.clone());
+        } else if *status == 503 && here > 0 {
+            f.published_after_503 += 1;
+        }
+    }
+    f
+}
+
+fn print(case: &str, f: &Figures) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "reliability[{case}]: sent {} acknowledged {} found-in-kafka {} lost {} duplicated {} \
+         refused-503 {} rejected-422 {} published-for-rejected {} published-after-503 {} \
+         failed-calls {} peak-rss-kb(test process, gateway in-process) {rss}",
+        f.sent,
+        f.acknowledged,
+        f.found,
+        f.lost.len(),
+        f.duplicated.len(),
+        f.refused_503,
+        f.rejected_422,
+        f.published_but_rejected.len(),
+        f.published_after_503,
+        f.failed_calls,
+    );
+}
+
+/// Many concurrent callers on async and dual-write routes: every
+/// acknowledged request is in Kafka exactly once, refused ones are not.
+#[tokio::test]
+async fn no_acknowledged_request_is_lost_or_duplicated_under_load() {
+    let bootstrap = bootstrap();
+    let legacy = legacy().await;
+    let (orders, users) = (unique_topic("rel.orders"), unique_topic("rel.users"));
+    let gw = Arc::new(
+        TestGateway::start(&config_text(
+            &bootstrap,
+            10_000,
+            &routes(&legacy.uri(), &orders, &users),
+        ))
+        .await
+        .expect("gateway starts against the real broker"),
+    );
+    let (stop, ledger) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Ledger::default())),
+    );
+    let workers = load(&gw, 64, &stop, &ledger);
+    wait_until(Duration::from_secs(60), "3000 requests answered", || {
+        let ledger = Arc::clone(&ledger);
+        async move { ledger.lock().expect("ledger").sent.len() >= 3000 }
+    })
+    .await
+    .expect("load runs");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    let f = reconcile(&bootstrap, &orders, &users, &ledger).await;
+    print("load", &f);
+    assert!(
+        f.lost.is_empty(),
+        "acknowledged but not in Kafka: {:?}",
+        f.lost
+    );
+    assert!(
+        f.duplicated.is_empty(),
+        "in Kafka twice: {:?}",
+        f.duplicated
+    );
+    assert!(
+        f.published_but_rejected.is_empty(),
+        "published although refused: {:?}",
+        f.published_but_rejected
+    );
+    assert_eq!(
+        f.acknowledged + f.rejected_422,
+        f.sent,
+        "with a healthy broker every request is acknowledged or refused for its body"
+    );
+    assert_eq!(f.found, f.acknowledged, "nothing else is in the topics");
+}
+
+/// The broker is killed (SIGKILL) under load and started again: no 202
+/// without an acknowledgement, every acknowledged event present afterwards,
+/// 503 with Retry-After during the outage, recovery without restarting the
+/// gateway, and the dual-write spool drains.
+#[tokio::test]
+async fn broker_killed_under_load_loses_no_acknowledged_event_and_recovers() {
+    let port: u16 = std::env::var("KAFKA_FAULT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19292);
+    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
+        .await
+        .expect("broker thread");
+    let bootstrap = broker.bootstrap();
+    let legacy = legacy().await;
+    let (orders, users) = ("fault.orders", "fault.users");
+    let gw = Arc::new(
+        TestGateway::start(&config_text(
+            &bootstrap,
+            2_000,
+            &routes(&legacy.uri(), orders, users),
+        ))
+        .await
+        .expect("gateway starts"),
+    );
+    let (stop, ledger) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Ledger::default())),
+    );
+    let workers = load(&gw, 16, &stop, &ledger);
+    let answered = |n: usize| {
+        let ledger = Arc::clone(&ledger);
+        move || {
+            let ledger = Arc::clone(&ledger);
+            async move { ledger.lock().expect("ledger").sent.len() >= n }
+        }
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "500 requests before the kill",
+        answered(500),
+    )
+    .await
+    .expect("load runs");
+
+    broker.signal("KILL");
+    let before_outage = ledger.lock().expect("ledger").sent.len();
+    // The outage lasts until 503s have been seen for a while.
+    wait_until(Duration::from_secs(60), "503s during the outage", || {
+        let ledger = Arc::clone(&ledger);
+        async move {
+            ledger
+                .lock()
+                .expect("ledger")
+                .sent
+                .values()
+                .filter(|(_, s)| *s == 503)
+                .count()
+                >= 50
+        }
+    })
+    .await
+    .expect("the gateway refuses async requests while Kafka is gone");
+
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.run("start");
+        broker
+    })
+    .await
+    .expect("broker thread");
+    let restarted = ledger.lock().expect("ledger").sent.len();
+    wait_until(
+        Duration::from_secs(90),
+        "async requests accepted again after the restart",
+        || {
+            let ledger = Arc::clone(&ledger);
+            async move {
+                let l = ledger.lock().expect("ledger");
+                l.sent.len() > restarted + 200
+                    && l.order
+                        .iter()
+                        .rev()
+                        .take(50)
+                        .filter(|(k, s)| *k == Kind::Order && *s == 202)
+                        .count()
+                        > 5
+            }
+        },
+    )
+    .await
+    .expect("the gateway recovers without a restart");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    wait_until(Duration::from_secs(90), "the spool drains", || async {
+        gw.metric("gateway_spool_depth")
+            .await
+            .map(|d| d == 0.0)
+            .unwrap_or(false)
+    })
+    .await
+    .expect("spool drains");
+
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    let f = reconcile(&bootstrap, orders, users, &ledger).await;
+    print("broker-kill", &f);
+    println!(
+        "reliability[broker-kill]: {before_outage} requests before the kill, {restarted} by the restart"
+    );
+    assert!(
+        f.lost.is_empty(),
+        "acknowledged but not in Kafka: {:?}",
+        f.lost
+    );
+    assert!(
+        f.duplicated.is_empty(),
+        "in Kafka twice: {:?}",
+        f.duplicated
+    );
+    assert!(
+        f.published_but_rejected.is_empty(),
+        "published although refused: {:?}",
+        f.published_but_rejected
+    );
+    assert!(f.refused_503 > 0, "the outage was seen");
+    assert_eq!(
+        ledger.retry_after_missing, 0,
+        "every 503 carries Retry-After"
+    );
+    assert_eq!(f.failed_calls, 0, "every call got an answer");
+    drop(broker);
+}
