@@ -408,16 +408,36 @@ async fn operation_status(
 }
 
 /// Refuses paths a legacy service might normalise into a path no route
-/// exposes: `.`/`..` segments (also percent-encoded) and encoded `/` or `\`.
+/// exposes: `.`/`..` segments (also percent-encoded, and with `;` path
+/// parameters, which servlet containers strip before resolving them), empty
+/// segments (`//`, which some servers merge), and encoded `/` or `\`.
 /// Runs on every request, so it looks at bytes without allocating.
 fn is_safe_path(path: &str) -> bool {
     let encoded_separator =
         |w: &[u8]| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c'));
-    path.as_bytes().split(|&b| b == b'/').all(|segment| {
-        !is_dot_segment(segment)
+    let bytes = path.as_bytes();
+    let segments = bytes.split(|&b| b == b'/').count();
+    bytes.split(|&b| b == b'/').enumerate().all(|(i, segment)| {
+        // The empty segment before the leading `/`, and after a trailing one.
+        let empty_allowed = i == 0 || i + 1 == segments;
+        (empty_allowed || !segment.is_empty())
+            && !is_dot_segment(without_parameters(segment))
             && !segment.contains(&b'\\')
             && !segment.windows(3).any(encoded_separator)
     })
+}
+
+/// A segment without its `;` path parameters (also `%3B`).
+fn without_parameters(segment: &[u8]) -> &[u8] {
+    let plain = segment.iter().position(|&b| b == b';');
+    let encoded = segment
+        .windows(3)
+        .position(|w| w[0] == b'%' && w[1] == b'3' && w[2] | 0x20 == b'b');
+    match (plain, encoded) {
+        (Some(a), Some(b)) => &segment[..a.min(b)],
+        (Some(a), None) | (None, Some(a)) => &segment[..a],
+        (None, None) => segment,
+    }
 }
 
 /// `.` or `..`, each dot written plainly or as `%2e`/`%2E`.
@@ -639,6 +659,11 @@ mod tests {
             "/a%2fb",
             "/a%5Cb",
             "/..",
+            "/public/..;/admin",
+            "/public/..%3b/admin",
+            "/public/.;x/admin",
+            "/public//admin",
+            "//admin",
         ] {
             assert!(!is_safe_path(bad), "{bad}");
         }
@@ -650,6 +675,10 @@ mod tests {
             "/a/.../b",
             "/%2e%2e%2e",
             "/a%2",
+            "/",
+            "/orders/",
+            "/items/1;v=2",
+            "/a/..x;y",
         ] {
             assert!(is_safe_path(good), "{good}");
         }
