@@ -119,6 +119,15 @@ pub enum GatewayError {
         /// Cause.
         detail: String,
     },
+    /// The gateway did not call the legacy service: its concurrency limit is
+    /// reached or its circuit breaker is open.
+    #[error("upstream {upstream} is not called: {why}")]
+    UpstreamShed {
+        /// Upstream name.
+        upstream: String,
+        /// `concurrency_limit` or `circuit_open`.
+        why: &'static str,
+    },
     /// The legacy service broke the exchange after connecting.
     #[error("upstream {upstream} failed: {detail}")]
     UpstreamProtocol {
@@ -174,9 +183,9 @@ impl GatewayError {
             GatewayError::Publish { source, .. } if !source.retryable() => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            GatewayError::Publish { .. } | GatewayError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Publish { .. }
+            | GatewayError::Overloaded { .. }
+            | GatewayError::UpstreamShed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -197,7 +206,8 @@ impl GatewayError {
             | GatewayError::BodyTimeout { .. } => Side::Client,
             GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamConnect { .. }
-            | GatewayError::UpstreamProtocol { .. } => Side::Upstream,
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::UpstreamShed { .. } => Side::Upstream,
             GatewayError::Publish { .. } => Side::Kafka,
             GatewayError::Internal(_) | GatewayError::Overloaded { .. } => Side::Internal,
         }
@@ -209,6 +219,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::Overloaded { .. }
+            | GatewayError::UpstreamShed { .. }
             | GatewayError::BodyTimeout { .. } => true,
             GatewayError::Publish { source, .. } => source.retryable(),
             _ => false,
@@ -230,6 +241,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
+            GatewayError::UpstreamShed { why, .. } => why,
             GatewayError::Publish { source, .. } => source.reason(),
             GatewayError::BodyTimeout { .. } => "body_timeout",
             GatewayError::Overloaded { .. } => "overloaded",

@@ -29,6 +29,9 @@ canary = {{ mode = "async", sticky = "header:X-Customer-Id", interval = "10m", {
     let up = crate::config::UpstreamConfig {
         url: "http://127.0.0.1:1".into(),
         timeout_ms: 1000,
+        max_concurrency: 256,
+        breaker_failures: 5,
+        breaker_open_ms: 5000,
     };
     let arm = Arc::new(crate::routing::Route {
         name: "checkout".into(),

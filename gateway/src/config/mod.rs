@@ -345,6 +345,17 @@ pub struct UpstreamConfig {
     /// Time allowed for the legacy service to answer with headers, in milliseconds.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// Most calls in flight to this service at once; past it, 503 at once
+    /// instead of a queue.
+    #[serde(default = "default_upstream_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive failures (connect errors, timeouts, broken exchanges,
+    /// 5xx answers) that open the circuit breaker; 0 turns it off.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one trial call.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
 }
 
 /// `[fallback]`
@@ -544,6 +555,15 @@ fn default_canary_min_requests() -> u64 {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_upstream_max_concurrency() -> usize {
+    256
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    5_000
 }
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9080))

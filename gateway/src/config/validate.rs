@@ -162,6 +162,16 @@ impl Config {
                     "upstream {name}: timeout_ms must be > 0"
                 )));
             }
+            if upstream.max_concurrency == 0 {
+                problems.push(Problem::global(format!(
+                    "upstream {name}: max_concurrency must be > 0"
+                )));
+            }
+            if upstream.breaker_failures > 0 && upstream.breaker_open_ms == 0 {
+                problems.push(Problem::global(format!(
+                    "upstream {name}: breaker_open_ms must be > 0 when breaker_failures is set"
+                )));
+            }
         }
         if let Some(fallback) = &self.fallback {
             if !self.upstreams.contains_key(&fallback.upstream) {

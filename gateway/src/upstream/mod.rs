@@ -3,6 +3,7 @@
 //! 502/504.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -15,6 +16,9 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 use crate::problem::GatewayError;
+
+mod guard;
+pub use guard::Guard;
 
 /// The pooled client shared by every upstream.
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -44,6 +48,9 @@ pub struct Upstream {
     prefix: String,
     /// Time allowed until response headers.
     pub timeout: Duration,
+    /// Concurrency limit and circuit breaker, shared by every route of the
+    /// table that calls this service (a reload starts them afresh).
+    pub guard: Arc<Guard>,
 }
 
 impl Upstream {
@@ -59,6 +66,7 @@ impl Upstream {
             origin: format!("{scheme}://{authority}"),
             prefix: uri.path().trim_end_matches('/').to_string(),
             timeout: Duration::from_millis(config.timeout_ms),
+            guard: Arc::new(Guard::new(config)),
         })
     }
 
@@ -100,6 +108,15 @@ impl Upstream {
             let _in = span.enter();
             crate::telemetry::inject_headers(request.headers_mut());
         }
+        // Refused here, the call costs the legacy service nothing: no queue
+        // builds up behind a slow service, and a failing one gets a rest.
+        let _permit = self
+            .guard
+            .admit()
+            .map_err(|why| GatewayError::UpstreamShed {
+                upstream: self.name.clone(),
+                why,
+            })?;
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             self.timeout,
@@ -121,6 +138,12 @@ impl Upstream {
             .upstream_latency
             .with_label_values(&[&self.name])
             .observe(started.elapsed().as_secs_f64());
+        self.guard.record(match &outcome {
+            Ok(Ok(r)) => Some(!r.status().is_server_error()),
+            // The caller's upload broke or was too large: not the service's fault.
+            Ok(Err(e)) if client_body_failed(e) || body_limit_exceeded(e) => None,
+            _ => Some(false),
+        });
         let response = match outcome {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
@@ -357,6 +380,9 @@ mod tests {
             &UpstreamConfig {
                 url: "http://127.0.0.1:7001/legacy/".into(),
                 timeout_ms: 10,
+                max_concurrency: 256,
+                breaker_failures: 5,
+                breaker_open_ms: 5000,
             },
         )
         .expect("valid");
