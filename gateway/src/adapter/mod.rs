@@ -111,8 +111,14 @@ pub async fn run_with_metrics(
             config.upstream
         ))
     })?;
+    // The adapter's own retries with backoff already give a failing service
+    // a rest; a breaker would only spend attempts on refusals.
+    let upstream_config = crate::config::UpstreamConfig {
+        breaker_failures: 0,
+        ..upstream_config.clone()
+    };
     let upstream =
-        Upstream::new(&config.upstream, upstream_config).map_err(AdapterError::Config)?;
+        Upstream::new(&config.upstream, &upstream_config).map_err(AdapterError::Config)?;
     let catalog = Catalog::load(&loaded.schemas_dir()).map_err(|p| {
         AdapterError::Config(
             p.iter()
