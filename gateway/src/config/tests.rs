@@ -31,6 +31,9 @@ fn minimal_config_has_documented_defaults() {
     assert_eq!(c.server.max_body_bytes, 1_048_576);
     assert_eq!(c.kafka.publish_timeout_ms, 5_000);
     assert_eq!(c.upstreams["orders"].timeout_ms, 5_000);
+    assert_eq!(c.upstreams["orders"].max_concurrency, 256);
+    assert_eq!(c.upstreams["orders"].breaker_failures, 5);
+    assert_eq!(c.upstreams["orders"].breaker_open_ms, 5_000);
     assert_eq!(c.routes[0].mode, Mode::Async);
     assert!(c.validate().is_empty(), "{:?}", c.validate());
 }
@@ -98,4 +101,31 @@ fn path_parameter_keys_must_exist_in_the_path() {
         .replace("path = \"/orders\"", "path = \"/orders/{id}\"")
         .replace("key = \"/customerId\"", "key = \"{id}\"");
     assert!(parse(&text).expect("parses").config.validate().is_empty());
+}
+
+#[test]
+fn upstream_limits_must_be_usable() {
+    let text = MINIMAL.replace(
+        "url = \"http://127.0.0.1:7001\"",
+        "url = \"http://127.0.0.1:7001\"\nmax_concurrency = 0\nbreaker_open_ms = 0",
+    );
+    let problems: Vec<String> = parse(&text)
+        .expect("parses")
+        .config
+        .validate()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("max_concurrency must be > 0")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("breaker_open_ms must be > 0")),
+        "{problems:?}"
+    );
 }
