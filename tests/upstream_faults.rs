@@ -192,3 +192,85 @@ async fn the_breaker_opens_on_a_dead_service_and_closes_when_it_is_back() {
             >= 1.0
     );
 }
+
+/// Overload at four times capacity: `max_in_flight` 8 and a 100 ms legacy
+/// service give a capacity of 8 requests at a time; 32 callers keep
+/// sending. The excess is shed with 503 + Retry-After at once, the admitted
+/// requests keep their latency bounded, and once the load stops every
+/// request is served again.
+#[tokio::test]
+async fn overload_is_shed_with_503_and_admitted_latency_stays_bounded() {
+    let legacy = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(100)))
+        .mount(&legacy)
+        .await;
+    let config = routes(&legacy.uri(), "timeout_ms = 2000").replace(
+        "max_body_bytes = 4096\n",
+        "max_body_bytes = 4096\nmax_in_flight = 8\n",
+    );
+    assert!(config.contains("max_in_flight = 8"));
+    let gw = TestGateway::start(&config).await.expect("gateway starts");
+
+    let per_caller = 20;
+    let results = join_all((0..32).map(|c| {
+        let gw = &gw;
+        async move {
+            let mut out = Vec::new();
+            for i in 0..per_caller {
+                let started = Instant::now();
+                let r = gw
+                    .http
+                    .get(format!("{}/orders/{c}-{i}", gw.base))
+                    .send()
+                    .await
+                    .expect("answered");
+                let retry_after = r.headers().contains_key("retry-after");
+                out.push((r.status().as_u16(), retry_after, started.elapsed()));
+            }
+            out
+        }
+    }))
+    .await;
+    let all: Vec<_> = results.into_iter().flatten().collect();
+    let mut admitted: Vec<Duration> = all
+        .iter()
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, _, d)| *d)
+        .collect();
+    admitted.sort();
+    let shed: Vec<_> = all.iter().filter(|(s, _, _)| *s == 503).collect();
+    let p99 = admitted[(admitted.len() * 99 / 100).min(admitted.len() - 1)];
+    let shed_max = shed.iter().map(|(_, _, d)| *d).max().unwrap_or_default();
+    println!(
+        "overload[32 callers, capacity 8]: {} admitted (p50 {:?}, p99 {:?}), {} shed (slowest answer {:?})",
+        admitted.len(),
+        admitted[admitted.len() / 2],
+        p99,
+        shed.len(),
+        shed_max
+    );
+    assert_eq!(admitted.len() + shed.len(), all.len(), "only 200 or 503");
+    assert!(!shed.is_empty(), "the excess is shed");
+    assert!(
+        shed.iter().all(|(_, retry_after, _)| *retry_after),
+        "503 carries Retry-After"
+    );
+    assert!(
+        p99 < Duration::from_secs(1),
+        "admitted requests do not queue behind the excess: p99 {p99:?}"
+    );
+    assert!(
+        shed_max < Duration::from_millis(500),
+        "shedding answers at once, without waiting for a slot: {shed_max:?}"
+    );
+    for i in 0..8 {
+        let r = gw
+            .http
+            .get(format!("{}/orders/after-{i}", gw.base))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 200, "served again once the load stops");
+    }
+}
