@@ -42,6 +42,10 @@ enum Command {
         /// Seconds in-flight requests get to finish on shutdown.
         #[arg(long, default_value_t = 10)]
         grace_secs: u64,
+        /// Seconds between SIGTERM (when /readyz turns false) and the
+        /// listener closing, so load balancers stop sending first.
+        #[arg(long, default_value_t = 0, env = "GATEWAY_SHUTDOWN_DELAY_SECS")]
+        shutdown_delay_secs: u64,
     },
     /// Validate a routes file and its schemas; exit 1 listing every problem.
     Check {
@@ -327,7 +331,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, grace_secs } => serve(config, grace_secs).await,
+            Command::Serve {
+                config,
+                grace_secs,
+                shutdown_delay_secs,
+            } => serve(config, grace_secs, shutdown_delay_secs).await,
             Command::Check { config } => check(config).await,
             Command::Schemas { command } => schemas(command).await,
             Command::Replay {
@@ -592,12 +600,23 @@ async fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config: PathBuf, grace_secs: u64) -> anyhow::Result<ExitCode> {
+async fn serve(config: PathBuf, grace_secs: u64, delay_secs: u64) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start(&config).await?;
     wait_for_stop(&gateway).await?;
     tracing::info!("shutting down");
-    gateway.shutdown(Duration::from_secs(grace_secs)).await;
-    Ok(ExitCode::SUCCESS)
+    let drained = gateway
+        .shutdown_after(
+            Duration::from_secs(delay_secs),
+            Duration::from_secs(grace_secs),
+        )
+        .await;
+    if drained {
+        tracing::info!("drained: every request answered, every event published or spooled");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        // Exit code 3: stopped, but something was cut off (see the log).
+        Ok(ExitCode::from(3))
+    }
 }
 
 /// Reloads on SIGHUP; returns on SIGINT or SIGTERM.

@@ -282,12 +282,31 @@ impl Gateway {
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), and
-    /// flushes the producer.
-    pub async fn shutdown(self, grace: Duration) {
+    /// flushes the producer. Whether everything drained in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shutdown_after(Duration::ZERO, grace).await
+    }
+
+    /// The whole drain: `/readyz` turns false at once; the listeners keep
+    /// serving for `delay` (so load balancers see it and stop sending), then
+    /// stop accepting; in-flight requests and publication tasks get `grace`
+    /// each; the producer is flushed. Dual-write events are published or in
+    /// the spool (written and fsync'd per event) before their task ends.
+    /// Returns whether everything finished in time.
+    pub async fn shutdown_after(self, delay: Duration, grace: Duration) -> bool {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !delay.is_zero() {
+            tracing::info!(delay_ms = delay.as_millis() as u64, "not ready; draining");
+            tokio::time::sleep(delay).await;
+        }
         let _ = self.stop.send(true);
+        let mut drained = true;
         let drain = futures::future::join_all(self.servers);
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");
+            drained = false;
         }
         // Events already handed to publication tasks are finished (published
         // or spooled) before the process goes.
@@ -300,11 +319,16 @@ impl Gateway {
                 left = self.shared.tasks.len(),
                 "publication tasks still running at shutdown"
             );
+            drained = false;
         }
         for task in &self.background {
             task.abort();
         }
-        self.shared.publisher.flush(grace).await;
+        if !self.shared.publisher.flush(grace).await {
+            tracing::error!("the producer still held undelivered events at shutdown");
+            drained = false;
+        }
+        drained
     }
 }
 

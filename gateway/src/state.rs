@@ -97,6 +97,9 @@ pub struct Shared {
     pub shadow: Arc<crate::shadow::Shadow>,
     /// Canary states and figures.
     pub canaries: Arc<crate::canary::Canaries>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on, so load
+    /// balancers stop sending before the listener closes.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The I/O-side parts of [`Shared`].
@@ -173,6 +176,7 @@ impl Shared {
             file_config: ArcSwap::from_pointee(startup.clone()),
             overrides: ArcSwap::from_pointee(Default::default()),
             last_change: std::sync::Mutex::new(Default::default()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             tokens: admin.tokens,
             audit: admin.audit,
             control: admin.control,

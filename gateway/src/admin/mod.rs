@@ -44,6 +44,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "shutting down"})),
+        )
+            .into_response();
+    }
     match shared
         .publisher
         .metadata_reachable(Duration::from_secs(2))

@@ -200,8 +200,11 @@ impl Publisher {
     }
 
     /// Waits (bounded) for queued messages to be delivered, for shutdown.
-    pub async fn flush(&self, timeout: Duration) {
+    pub async fn flush(&self, timeout: Duration) -> bool {
         let producer = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        matches!(
+            tokio::task::spawn_blocking(move || producer.flush(timeout)).await,
+            Ok(Ok(()))
+        )
     }
 }
