@@ -238,14 +238,7 @@ fn rss_kb(field: &str) -> u64 {
 }
 
 fn print(case: &str, f: &Figures) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .unwrap_or_default();
+    let rss = rss_kb("VmHWM:");
     println!(
         "reliability[{case}]: sent {} acknowledged {} found-in-kafka {} lost {} duplicated {} \
          refused-503 {} rejected-422 {} published-for-rejected {} published-after-503 {} \
@@ -261,6 +254,98 @@ fn print(case: &str, f: &Figures) {
         f.published_after_503,
         f.failed_calls,
     );
+}
+
+/// After a fault is lifted: the load goes on until async requests are
+/// accepted again (`at_least` more answers, recent orders getting 202),
+/// then the callers stop, the dual-write spool drains, and the topics are
+/// reconciled with what the callers were told.
+struct Recovery {
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    answered_before: usize,
+    at_least: usize,
+    within: Duration,
+}
+
+async fn recover_and_reconcile(
+    gw: &TestGateway,
+    r: Recovery,
+    (bootstrap, orders, users): (&str, &str, &str),
+) -> (Ledger, Figures) {
+    let Recovery {
+        ledger,
+        stop,
+        workers,
+        answered_before,
+        at_least,
+        within,
+    } = r;
+    wait_until(
+        within,
+        "async requests accepted again after the fault",
+        || {
+            let ledger = Arc::clone(&ledger);
+            async move {
+                let l = ledger.lock().expect("ledger");
+                l.order.len() > answered_before + at_least
+                    && l.order
+                        .iter()
+                        .rev()
+                        .take(50)
+                        .filter(|(k, s)| *k == Kind::Order && *s == 202)
+                        .count()
+                        > 5
+            }
+        },
+    )
+    .await
+    .expect("the gateway recovers by itself, without a restart");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    wait_until(Duration::from_secs(90), "the spool drains", || async {
+        gw.metric("gateway_spool_depth")
+            .await
+            .map(|d| d == 0.0)
+            .unwrap_or(false)
+    })
+    .await
+    .expect("spool drains");
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    let f = reconcile(bootstrap, orders, users, &ledger).await;
+    (ledger, f)
+}
+
+/// What every broker fault must leave: nothing acknowledged lost, duplicates
+/// only as copies of one event, nothing published for a 422, every 503 with
+/// Retry-After, every call answered.
+fn assert_nothing_lost_after_a_fault(f: &Figures, ledger: &Ledger) {
+    assert!(
+        f.lost.is_empty(),
+        "acknowledged but not in Kafka: {:?}",
+        f.lost
+    );
+    // A publish that timed out for the caller while the broker was failing
+    // may still have been written; the dual-write spool then publishes the
+    // same event (same ce_id) again: at least once, deduplicable by id.
+    assert!(
+        f.distinct_duplicates().is_empty(),
+        "duplicates that are different events: {:?}",
+        f.distinct_duplicates()
+    );
+    assert!(
+        f.published_but_rejected.is_empty(),
+        "published although refused: {:?}",
+        f.published_but_rejected
+    );
+    assert_eq!(
+        ledger.retry_after_missing, 0,
+        "every 503 carries Retry-After"
+    );
+    assert_eq!(f.failed_calls, 0, "every call got an answer");
 }
 
 /// Many concurrent callers on async and dual-write routes: every
@@ -393,69 +478,25 @@ async fn broker_killed_under_load_loses_no_acknowledged_event_and_recovers() {
     .await
     .expect("broker thread");
     let restarted = ledger.lock().expect("ledger").sent.len();
-    wait_until(
-        Duration::from_secs(90),
-        "async requests accepted again after the restart",
-        || {
-            let ledger = Arc::clone(&ledger);
-            async move {
-                let l = ledger.lock().expect("ledger");
-                l.sent.len() > restarted + 200
-                    && l.order
-                        .iter()
-                        .rev()
-                        .take(50)
-                        .filter(|(k, s)| *k == Kind::Order && *s == 202)
-                        .count()
-                        > 5
-            }
+    let (ledger, f) = recover_and_reconcile(
+        &gw,
+        Recovery {
+            ledger,
+            stop,
+            workers,
+            answered_before: restarted,
+            at_least: 200,
+            within: Duration::from_secs(90),
         },
+        (&bootstrap, orders, users),
     )
-    .await
-    .expect("the gateway recovers without a restart");
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.expect("worker");
-    }
-    wait_until(Duration::from_secs(90), "the spool drains", || async {
-        gw.metric("gateway_spool_depth")
-            .await
-            .map(|d| d == 0.0)
-            .unwrap_or(false)
-    })
-    .await
-    .expect("spool drains");
-
-    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
-    let f = reconcile(&bootstrap, orders, users, &ledger).await;
+    .await;
     print("broker-kill", &f);
     println!(
         "reliability[broker-kill]: {before_outage} requests before the kill, {restarted} by the restart"
     );
-    assert!(
-        f.lost.is_empty(),
-        "acknowledged but not in Kafka: {:?}",
-        f.lost
-    );
-    // A publish that timed out for the caller while the broker was failing
-    // may still have been written; the dual-write spool then publishes the
-    // same event (same ce_id) again: at least once, deduplicable by id.
-    assert!(
-        f.distinct_duplicates().is_empty(),
-        "duplicates that are different events: {:?}",
-        f.distinct_duplicates()
-    );
-    assert!(
-        f.published_but_rejected.is_empty(),
-        "published although refused: {:?}",
-        f.published_but_rejected
-    );
+    assert_nothing_lost_after_a_fault(&f, &ledger);
     assert!(f.refused_503 > 0, "the outage was seen");
-    assert_eq!(
-        ledger.retry_after_missing, 0,
-        "every 503 carries Retry-After"
-    );
-    assert_eq!(f.failed_calls, 0, "every call got an answer");
     drop(broker);
 }
 
@@ -517,41 +558,19 @@ async fn broker_paused_for_30_s_sheds_with_503_and_recovers_after() {
     broker.signal("CONT");
 
     let resumed = count(&ledger);
-    wait_until(
-        Duration::from_secs(60),
-        "async requests accepted again after SIGCONT",
-        || {
-            let ledger = Arc::clone(&ledger);
-            async move {
-                let l = ledger.lock().expect("ledger");
-                l.order.len() > resumed + 100
-                    && l.order
-                        .iter()
-                        .rev()
-                        .take(50)
-                        .filter(|(k, s)| *k == Kind::Order && *s == 202)
-                        .count()
-                        > 5
-            }
+    let (ledger, f) = recover_and_reconcile(
+        &gw,
+        Recovery {
+            ledger,
+            stop,
+            workers,
+            answered_before: resumed,
+            at_least: 100,
+            within: Duration::from_secs(60),
         },
+        (&bootstrap, orders, users),
     )
-    .await
-    .expect("the gateway recovers by itself");
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.expect("worker");
-    }
-    wait_until(Duration::from_secs(90), "the spool drains", || async {
-        gw.metric("gateway_spool_depth")
-            .await
-            .map(|d| d == 0.0)
-            .unwrap_or(false)
-    })
-    .await
-    .expect("spool drains");
-
-    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
-    let f = reconcile(&bootstrap, orders, users, &ledger).await;
+    .await;
     print("broker-pause", &f);
     println!(
         "reliability[broker-pause]: during the 30 s pause {answered_in_pause} answered, {refused_in_pause} of them 503; \
@@ -559,26 +578,8 @@ async fn broker_paused_for_30_s_sheds_with_503_and_recovers_after() {
         rss_at_pause / 1024,
         rss_max / 1024
     );
-    assert!(
-        f.lost.is_empty(),
-        "acknowledged but not in Kafka: {:?}",
-        f.lost
-    );
-    // A publish that timed out for the caller while the broker was failing
-    // may still have been written; the dual-write spool then publishes the
-    // same event (same ce_id) again: at least once, deduplicable by id.
-    assert!(
-        f.distinct_duplicates().is_empty(),
-        "duplicates that are different events: {:?}",
-        f.distinct_duplicates()
-    );
-    assert!(f.published_but_rejected.is_empty());
+    assert_nothing_lost_after_a_fault(&f, &ledger);
     assert!(refused_in_pause > 0, "the pause was seen as 503s");
-    assert_eq!(
-        ledger.retry_after_missing, 0,
-        "every 503 carries Retry-After"
-    );
-    assert_eq!(f.failed_calls, 0, "every call got an answer");
     assert!(
         rss_max < rss_at_pause + 200 * 1024,
         "memory stayed bounded during the pause: {rss_at_pause} kB -> {rss_max} kB"
