@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod events;
+pub mod idempotency;
 pub mod listener;
 pub mod metrics;
 pub mod modes;

@@ -205,6 +205,19 @@ impl Gateway {
                     StartError::Kafka(format!("control topic {}: {e}", kafka.control_topic))
                 })?;
 
+        // Before serving: a retry of a request cut off by the last stop must
+        // find its key.
+        // (The embedded cluster starts empty every time: only the spool.)
+        let recovered = crate::idempotency::recover(&shared, &bootstrap, embedded.is_none())
+            .await
+            .map_err(|e| StartError::Kafka(format!("idempotency keys: {e}")))?;
+        if recovered > 0 {
+            tracing::info!(
+                keys = recovered,
+                "idempotency keys read back from the route topics and the spool"
+            );
+        }
+
         let public = bind(listen).await?;
         let admin = bind(admin_listen).await?;
         let public_addr = public.local_addr().map_err(|source| StartError::Bind {

@@ -403,3 +403,154 @@ impl Drop for PrivateBroker {
         let _ = self.cmd("stop");
     }
 }
+
+/// The `gateway` binary, built (or found up to date) by cargo.
+pub fn gateway_binary() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "-p",
+            "gateway",
+            "--bin",
+            "gateway",
+            "--message-format=json",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo build of the gateway failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "gateway")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| anyhow::anyhow!("cargo named no gateway executable"))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A gateway in a process of its own (`gateway serve`), on fixed ports so
+/// it can be killed and started again where callers expect it.
+pub struct GatewayProcess {
+    child: Option<std::process::Child>,
+    binary: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    /// `http://public`
+    pub base: String,
+    /// `http://admin`
+    pub admin: String,
+}
+
+impl GatewayProcess {
+    /// Writes `config` (whose `listen` and `admin` must be `127.0.0.1:0`;
+    /// they are replaced by fixed free ports) into `dir` and starts a
+    /// gateway on it, returning once `/readyz` answers 200.
+    pub async fn start(dir: &Path, config: &str) -> anyhow::Result<Self> {
+        let (public, admin) = (free_port()?, free_port()?);
+        let config_text = config
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{public}\""),
+                1,
+            )
+            .replacen(
+                "admin = \"127.0.0.1:0\"",
+                &format!("admin = \"127.0.0.1:{admin}\""),
+                1,
+            );
+        let path = dir.join("routes.toml");
+        std::fs::write(&path, config_text)?;
+        let mut p = Self {
+            child: None,
+            binary: tokio::task::spawn_blocking(gateway_binary).await??,
+            config: path,
+            log: dir.join("gateway.log"),
+            base: format!("http://127.0.0.1:{public}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+        };
+        p.restart().await?;
+        Ok(p)
+    }
+
+    /// Starts the process again (after [`GatewayProcess::kill`]) on the
+    /// same config, ports and spool; returns once `/readyz` answers 200.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the gateway is still running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .args(["serve", "--grace-secs", "1", "--config"])
+            .arg(&self.config)
+            .env("GATEWAY_LOG_FORMAT", "text")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let ready = format!("{}/readyz", self.admin);
+        let client = reqwest::Client::new();
+        let waited = wait_until(Duration::from_secs(120), "the gateway is ready", || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        if let Err(e) = waited {
+            anyhow::bail!("{e}\n--- gateway log ---\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing drained.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// What the process logged so far (every start).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A metric's value from `/metrics` (the sum over matching series).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}

@@ -304,6 +304,14 @@ pub struct IdempotencyConfig {
     /// Most keys remembered at once (least recently used are forgotten first).
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
+    /// At start, keys of the events published in this many seconds before
+    /// are read back from the route topics (and the spool), so a retry after
+    /// a crash or a restart is still recognised. 0 = off. At most `ttl_secs`.
+    #[serde(default = "default_idempotency_recover_secs")]
+    pub recover_secs: u64,
+    /// How long that read-back may take before the start fails, in seconds.
+    #[serde(default = "default_idempotency_recover_timeout_secs")]
+    pub recover_timeout_secs: u64,
 }
 
 impl Default for IdempotencyConfig {
@@ -311,6 +319,8 @@ impl Default for IdempotencyConfig {
         Self {
             ttl_secs: default_idempotency_ttl_secs(),
             max_entries: default_cache_entries(),
+            recover_secs: default_idempotency_recover_secs(),
+            recover_timeout_secs: default_idempotency_recover_timeout_secs(),
         }
     }
 }
@@ -627,6 +637,12 @@ fn default_spool_retry_ms() -> u64 {
 }
 fn default_idempotency_ttl_secs() -> u64 {
     24 * 60 * 60
+}
+fn default_idempotency_recover_secs() -> u64 {
+    60 * 60
+}
+fn default_idempotency_recover_timeout_secs() -> u64 {
+    120
 }
 fn default_operations_ttl_secs() -> u64 {
     24 * 60 * 60

@@ -153,6 +153,16 @@ impl Config {
         if self.spool.max_events == 0 {
             problems.push(Problem::global("spool.max_events must be > 0"));
         }
+        if self.idempotency.recover_secs > self.idempotency.ttl_secs {
+            problems.push(Problem::global(
+                "idempotency.recover_secs must not exceed idempotency.ttl_secs (a key read back would be one already forgotten)",
+            ));
+        }
+        if self.idempotency.recover_secs > 0 && self.idempotency.recover_timeout_secs == 0 {
+            problems.push(Problem::global(
+                "idempotency.recover_timeout_secs must be > 0 when recover_secs is",
+            ));
+        }
         for (name, upstream) in &self.upstreams {
             if let Err(msg) = check_upstream_url(&upstream.url) {
                 problems.push(Problem::global(format!("upstream {name}: {msg}")));

@@ -53,6 +53,9 @@ pub struct EventContext {
     pub request_id: Option<String>,
     /// `Idempotency-Key` of the request, if any.
     pub idempotency_key: Option<String>,
+    /// Fingerprint of the request (see [`crate::idempotency::request_hash`]),
+    /// sent with the key so a restarted gateway can check retries against it.
+    pub request_hash: Option<u64>,
     /// The request's method and path (with query), so an adapter can
     /// replay the original call to a service that is not migrated yet.
     pub origin: Option<(String, String)>,
@@ -108,6 +111,12 @@ impl OutgoingEvent {
         }
         if let Some(k) = &ctx.idempotency_key {
             headers.push(("idempotency-key".to_string(), k.clone()));
+            if let Some(h) = ctx.request_hash {
+                headers.push((
+                    crate::idempotency::HEADER_REQUEST_HASH.to_string(),
+                    format!("{h:016x}"),
+                ));
+            }
         }
         if let Some((method, path)) = &ctx.origin {
             headers.push((HEADER_METHOD.to_string(), method.clone()));

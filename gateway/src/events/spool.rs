@@ -93,6 +93,22 @@ impl Spool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Calls `f` with every event waiting in the spool, oldest first.
+    /// Blocking file I/O: call it from the blocking pool.
+    pub fn for_each(&self, mut f: impl FnMut(&OutgoingEvent)) {
+        let files: Vec<PathBuf> = self.index().files.values().cloned().collect();
+        for path in files {
+            match read_event(&path) {
+                Ok(event) => f(&event),
+                // Re-published and removed meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "unreadable spool file")
+                }
+            }
+        }
+    }
+
     /// Events waiting to be re-published.
     pub fn depth(&self) -> usize {
         self.index().files.len()

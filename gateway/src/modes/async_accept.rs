@@ -1,7 +1,6 @@
 //! async: validate, publish with acks=all, and only then answer 202.
 //! The legacy service is not called.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,16 +26,13 @@ pub(super) async fn serve(
     let bytes = read_body(body, limits).await?;
     let mut ctx = event_context(&parts.headers)?;
     ctx.origin = Some(origin(&parts));
+    // The same key on another resource of the route is another request.
+    ctx.request_hash = ctx
+        .idempotency_key
+        .as_ref()
+        .map(|_| crate::idempotency::request_hash(&parts.method, &parts.uri, &bytes));
     let event = encode_event(route, params, &bytes, &ctx)?;
-    let fingerprint = ctx.idempotency_key.clone().map(|key| {
-        // The same key on another resource of the route is another request.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        parts.method.hash(&mut h);
-        parts.uri.path().hash(&mut h);
-        parts.uri.query().hash(&mut h);
-        bytes.hash(&mut h);
-        (key, h.finish())
-    });
+    let fingerprint = ctx.idempotency_key.clone().zip(ctx.request_hash);
 
     // Publication runs in its own task: once the event is handed to the
     // producer, a caller who disconnects cannot cancel the bookkeeping (the

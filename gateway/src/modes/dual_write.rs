@@ -36,6 +36,11 @@ pub(super) async fn serve(
     });
     let mut ctx = ctx;
     ctx.origin = Some(super::origin(&parts));
+    ctx.request_hash = ctx
+        .idempotency_key
+        .as_ref()
+        .map(|_| crate::idempotency::request_hash(&parts.method, &parts.uri, &bytes));
+    let fingerprint = ctx.idempotency_key.clone().zip(ctx.request_hash);
     // Encoded before the call, published only after a 2xx. The legacy service
     // stays the source of truth: a body it accepts is never refused here.
     let event = encode_event(route, params, &bytes, &ctx);
@@ -67,11 +72,11 @@ pub(super) async fn serve(
             let task = shared
                 .tasks
                 .spawn(tracing::Instrument::in_current_span(async move {
-                    publish_or_spool(&task_shared, event).await
+                    publish_once(&task_shared, event, fingerprint).await
                 }));
             match task.await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Outcome::Published | Outcome::AlreadyPublished) => {}
+                Ok(Outcome::Spooled | Outcome::Lost) => {
                     response.extensions_mut().insert(super::PublishFailed);
                 }
                 Err(e) => {
@@ -93,17 +98,78 @@ pub(super) async fn serve(
     Ok(response)
 }
 
-/// Whether the event was published (`false`: spooled, or lost and counted).
-async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) -> bool {
+/// What became of a dual-write event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// In Kafka.
+    Published,
+    /// A retry (same `Idempotency-Key` and request) of a request whose event
+    /// is already in Kafka or in the spool: not published again.
+    AlreadyPublished,
+    /// In the spool, for re-publication.
+    Spooled,
+    /// Neither (counted and logged).
+    Lost,
+}
+
+/// Publishes the event unless a request with the same key and fingerprint
+/// already did (on this replica, or on any replica before a restart: see
+/// [`crate::idempotency`]); retries with the same key wait on one another.
+async fn publish_once(
+    shared: &Shared,
+    event: OutgoingEvent,
+    fingerprint: Option<(String, u64)>,
+) -> Outcome {
+    let Some((key, body_hash)) = fingerprint else {
+        return publish_or_spool(shared, &event).await;
+    };
+    let mut outcome = Outcome::AlreadyPublished;
+    let entry = shared
+        .idempotency
+        .entry((event.route.clone(), key))
+        .or_try_insert_with(async {
+            outcome = publish_or_spool(shared, &event).await;
+            if outcome == Outcome::Lost {
+                // Not remembered: a retry must try again.
+                return Err(());
+            }
+            Ok(crate::state::IdempotentEntry {
+                body_hash,
+                accepted: crate::state::Accepted {
+                    id: event.id.clone(),
+                    topic: event.topic.clone(),
+                    partition: -1,
+                    offset: -1,
+                },
+            })
+        })
+        .await;
+    match entry {
+        Ok(entry) if entry.is_fresh() => outcome,
+        Ok(entry) if entry.value().body_hash == body_hash => {
+            shared
+                .metrics
+                .idempotent_replays
+                .with_label_values(&[&event.route])
+                .inc();
+            Outcome::AlreadyPublished
+        }
+        // The legacy service accepted another body under a key already
+        // used: it is the source of truth, so that is another event.
+        Ok(_) => publish_or_spool(shared, &event).await,
+        Err(_) => Outcome::Lost,
+    }
+}
+
+async fn publish_or_spool(shared: &Shared, event: &OutgoingEvent) -> Outcome {
     // While older events wait in the spool, newer ones queue behind them:
     // this keeps per-key order and spares callers a publish timeout each
     // while Kafka is known to be down.
     if shared.spool.depth() > 0 {
-        spool(shared, &event, "spool not empty").await;
-        return false;
+        return spool(shared, event, "spool not empty").await;
     }
     let started = Instant::now();
-    let result = shared.publisher.publish(&event).await;
+    let result = shared.publisher.publish(event).await;
     shared
         .metrics
         .publish_latency
@@ -116,7 +182,7 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) -> bool {
                 .events_published
                 .with_label_values(&[&event.route, &event.topic])
                 .inc();
-            return true;
+            return Outcome::Published;
         }
         Err(e) => e,
     };
@@ -125,11 +191,10 @@ async fn publish_or_spool(shared: &Shared, event: OutgoingEvent) -> bool {
         .publish_failures
         .with_label_values(&[&event.topic, err.reason()])
         .inc();
-    spool(shared, &event, &err.to_string()).await;
-    false
+    spool(shared, event, &err.to_string()).await
 }
 
-async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) {
+async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) -> Outcome {
     match shared.spool.put(event).await {
         Ok(()) => {
             shared
@@ -142,6 +207,7 @@ async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) {
                 .spool_depth
                 .set(i64::try_from(shared.spool.depth()).unwrap_or(i64::MAX));
             tracing::warn!(route = %event.route, topic = %event.topic, id = %event.id, why, "event spooled for re-publication");
+            Outcome::Spooled
         }
         Err(spool_err) => {
             shared
@@ -150,6 +216,7 @@ async fn spool(shared: &Shared, event: &OutgoingEvent, why: &str) {
                 .with_label_values(&["spool_failed"])
                 .inc();
             tracing::error!(route = %event.route, topic = %event.topic, id = %event.id, why, spool_error = %spool_err, "EVENT LOST: neither published nor spooled");
+            Outcome::Lost
         }
     }
 }

@@ -600,6 +600,7 @@ pub(crate) fn event_context(headers: &http::HeaderMap) -> Result<EventContext, G
         idempotency_key,
         request_id: get("x-request-id").and_then(Result::ok),
         origin: None,
+        request_hash: None,
     })
 }
 
