@@ -16,4 +16,8 @@ stop_broker() {
 trap stop_broker EXIT
 
 export KAFKA_BOOTSTRAP="127.0.0.1:${KAFKA_PORT:-19092}"
+# The broker's SASL_SSL listener and the test CA that signed its certificate
+# (tests/kafka/broker.sh makes both).
+export KAFKA_SASL_BOOTSTRAP="127.0.0.1:${KAFKA_SASL_PORT:-$((${KAFKA_PORT:-19092} + 2))}"
+export KAFKA_TLS_CA="${KAFKA_DATA_DIR:-$PWD/target/kafka-data}/tls/ca.pem"
 cargo test --workspace "$@"

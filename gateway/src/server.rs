@@ -93,6 +93,35 @@ pub struct Gateway {
     embedded: Option<Arc<EmbeddedKafka>>,
 }
 
+/// The start error for a cluster that could not be reached, with what to
+/// check (never the credentials themselves).
+fn connect_error(kafka: &crate::config::KafkaConfig, error: &str) -> String {
+    let s = &kafka.security;
+    let mut m = format!(
+        "cannot connect to {} (security.protocol {}",
+        kafka.bootstrap,
+        s.protocol.as_str()
+    );
+    if let Some(mechanism) = s.sasl_mechanism {
+        m.push_str(&format!(
+            ", SASL {} as {:?}",
+            mechanism.as_str(),
+            s.username.as_deref().unwrap_or("")
+        ));
+    }
+    m.push_str(&format!("): {error}"));
+    if error.contains("refused the connection") && s.sasl_mechanism.is_some() {
+        m.push_str(&format!(
+            "; check kafka.security.username and the password ({})",
+            match &s.password_file {
+                Some(f) => format!("file {}", f.display()),
+                None => format!("environment variable {}", s.password_env),
+            }
+        ));
+    }
+    m
+}
+
 impl Gateway {
     /// Loads `config_path`, connects everything and starts serving.
     pub async fn start(config_path: &Path) -> Result<Self, StartError> {
@@ -135,8 +164,17 @@ impl Gateway {
         let bootstrap = embedded
             .as_ref()
             .map_or(c.kafka.bootstrap.clone(), |e| e.bootstrap().to_string());
+        if !loaded.from_env.is_empty() {
+            tracing::info!(variables = ?loaded.from_env, "settings overridden from the environment");
+        }
         let publisher =
             Publisher::new(&c.kafka, &bootstrap).map_err(|e| StartError::Kafka(e.to_string()))?;
+        if embedded.is_none() {
+            publisher
+                .connect(Duration::from_secs(30))
+                .await
+                .map_err(|e| StartError::Kafka(connect_error(&c.kafka, &e)))?;
+        }
 
         let http = upstream::client();
         let schema_ids = SchemaIds::from_config(&loaded, &http);

@@ -336,6 +336,8 @@ impl PrivateBroker {
             .arg(action)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_DATA_DIR", self.data.path().join("kafka"))
+            // Fault tests need plaintext only; no certificates to make.
+            .env("KAFKA_SASL_PORT", "0")
             .output()
             .expect("broker.sh runs")
     }
@@ -442,6 +444,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// it can be killed and started again where callers expect it.
 pub struct GatewayProcess {
     child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -456,6 +459,16 @@ impl GatewayProcess {
     /// they are replaced by fixed free ports) into `dir` and starts a
     /// gateway on it, returning once `/readyz` answers 200.
     pub async fn start(dir: &Path, config: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(dir, config, &[]).await
+    }
+
+    /// Like [`GatewayProcess::start`], with environment variables for the
+    /// process (overrides, credentials).
+    pub async fn start_with_env(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let (public, admin) = (free_port()?, free_port()?);
         let config_text = config
             .replacen(
@@ -472,6 +485,10 @@ impl GatewayProcess {
         std::fs::write(&path, config_text)?;
         let mut p = Self {
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             binary: tokio::task::spawn_blocking(gateway_binary).await??,
             config: path,
             log: dir.join("gateway.log"),
@@ -494,6 +511,7 @@ impl GatewayProcess {
             .args(["serve", "--grace-secs", "1", "--config"])
             .arg(&self.config)
             .env("GATEWAY_LOG_FORMAT", "text")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
@@ -552,5 +570,39 @@ impl GatewayProcess {
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// The test broker's SASL_SSL listener (`tests/kafka/broker.sh`): its
+/// bootstrap, the CA file that signed its certificate, the user and the
+/// password. `tests/run.sh` exports them; the defaults match broker.sh's.
+pub struct SaslListener {
+    /// `127.0.0.1:<KAFKA_PORT + 2>`
+    pub bootstrap: String,
+    /// The test CA (PEM).
+    pub ca_file: PathBuf,
+    /// SASL user (PLAIN and SCRAM).
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl SaslListener {
+    /// From the environment `tests/run.sh` sets, else broker.sh's defaults.
+    pub fn from_env() -> Self {
+        let port: u16 = std::env::var("KAFKA_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(19092);
+        Self {
+            bootstrap: std::env::var("KAFKA_SASL_BOOTSTRAP")
+                .unwrap_or_else(|_| format!("127.0.0.1:{}", port + 2)),
+            ca_file: std::env::var("KAFKA_TLS_CA")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join("target/kafka-data/tls/ca.pem")),
+            user: std::env::var("KAFKA_SASL_USER").unwrap_or_else(|_| "gateway".into()),
+            password: std::env::var("KAFKA_SASL_PASSWORD")
+                .unwrap_or_else(|_| "gateway-test-secret".into()),
+        }
     }
 }

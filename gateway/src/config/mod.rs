@@ -4,6 +4,8 @@
 //! whole file (upstream names, schemas, keys) live in [`validate`] and in the
 //! route-table build, which together report every problem at once.
 
+pub mod env;
+mod security;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -12,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use security::{
+    Credential, KafkaSecurity, SaslMechanism, Secret, SecurityProtocol, DEFAULT_PASSWORD_ENV,
+};
 pub use validate::{ConfigError, Problem};
 
 /// The whole `routes.toml`.
@@ -211,6 +216,9 @@ pub struct KafkaConfig {
     /// them; -1 = the broker's default.
     #[serde(default = "default_replication")]
     pub control_replication_factor: i32,
+    /// TLS and SASL to the brokers (every Kafka client of the gateway).
+    #[serde(default)]
+    pub security: KafkaSecurity,
 }
 
 /// `[schemas]`
@@ -661,10 +669,14 @@ pub struct LoadedConfig {
     pub config: Config,
     /// Directory of the file; relative paths in it are relative to this.
     pub base_dir: PathBuf,
+    /// Environment variables that overrode settings of the file (names only).
+    pub from_env: Vec<String>,
 }
 
 impl LoadedConfig {
-    /// Reads and parses a config file (syntax and types only).
+    /// Reads and parses a config file (syntax and types only), with the
+    /// overrides from the process environment ([`env`]) and the Kafka
+    /// credentials read.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             path: path.to_path_buf(),
@@ -675,14 +687,31 @@ impl LoadedConfig {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::parse(&text, base_dir)
+        Self::parse_with_env(&text, base_dir, &|k| std::env::var(k).ok())
     }
 
-    /// Parses config text whose relative paths resolve against `base_dir`.
+    /// Parses config text whose relative paths resolve against `base_dir`,
+    /// without looking at the environment.
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
-        let config: Config =
+        Self::parse_with_env(text, base_dir, &|_| None)
+    }
+
+    /// Parses config text, then applies the overrides and reads the
+    /// credentials that `env` gives.
+    pub fn parse_with_env(
+        text: &str,
+        base_dir: PathBuf,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        Ok(Self { config, base_dir })
+        let from_env = env::apply(&mut config, env)?;
+        config.kafka.security.prepare(&base_dir, env);
+        Ok(Self {
+            config,
+            base_dir,
+            from_env,
+        })
     }
 
     /// Resolves a path from the file against the file's directory.

@@ -129,3 +129,54 @@ fn upstream_limits_must_be_usable() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn credentials_in_kafka_properties_are_refused() {
+    let text = MINIMAL.replace(
+        "bootstrap = \"embedded\"",
+        "bootstrap = \"broker:9092\"\nproperties = { \"sasl.password\" = \"hunter2\", \"security.protocol\" = \"sasl_ssl\" }",
+    );
+    let problems: Vec<String> = parse(&text)
+        .expect("parses")
+        .config
+        .validate()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|p| p.contains("[kafka.security]")));
+    assert!(problems.iter().all(|p| !p.contains("hunter2")));
+}
+
+#[test]
+fn the_embedded_cluster_takes_no_security_settings() {
+    let text = MINIMAL.replace(
+        "bootstrap = \"embedded\"",
+        "bootstrap = \"embedded\"\n[kafka.security]\nprotocol = \"ssl\"",
+    );
+    let problems = parse(&text).expect("parses").config.validate();
+    assert!(
+        problems.iter().any(|p| p.message.contains("embedded")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn environment_overrides_apply_before_validation() {
+    let env = |k: &str| match k {
+        "GATEWAY_KAFKA_BOOTSTRAP" => Some("broker-1:9093".to_string()),
+        "GATEWAY_UPSTREAM_ORDERS_URL" => Some("ftp://orders".to_string()),
+        _ => None,
+    };
+    let loaded = LoadedConfig::parse_with_env(MINIMAL, PathBuf::from("."), &env).expect("parses");
+    assert_eq!(loaded.config.kafka.bootstrap, "broker-1:9093");
+    assert_eq!(
+        loaded.from_env,
+        ["GATEWAY_KAFKA_BOOTSTRAP", "GATEWAY_UPSTREAM_ORDERS_URL"]
+    );
+    let problems = loaded.config.validate();
+    assert!(
+        problems.iter().any(|p| p.message.contains("ftp")),
+        "an overridden value is checked like the file's: {problems:?}"
+    );
+}

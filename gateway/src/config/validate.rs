@@ -20,6 +20,9 @@ pub enum ConfigError {
     /// TOML syntax, unknown keys or wrong types.
     #[error("{0}")]
     Syntax(String),
+    /// An environment variable meant to override a setting has a bad value.
+    #[error("environment: {0}")]
+    Environment(String),
     /// The file parsed but is not a valid gateway config.
     #[error("{} problem(s):\n{}", .0.len(), Problem::list(.0))]
     Invalid(Vec<Problem>),
@@ -144,6 +147,20 @@ impl Config {
             if let Some(msg) = forbidden_property(key, value) {
                 problems.push(Problem::global(msg));
             }
+            if super::security::security_property(key) {
+                problems.push(Problem::global(format!(
+                    "kafka.properties.{key}: security settings and credentials go in [kafka.security] (credentials from the environment or a file, not from this file)"
+                )));
+            }
+        }
+        self.kafka.security.validate(problems);
+        if self.kafka.bootstrap.eq_ignore_ascii_case("embedded")
+            && (self.kafka.security.protocol != super::SecurityProtocol::Plaintext
+                || self.kafka.security.sasl_mechanism.is_some())
+        {
+            problems.push(Problem::global(
+                "kafka.security: the embedded development cluster has no TLS or SASL; set kafka.bootstrap to a real cluster",
+            ));
         }
         if let Some(url) = &self.schemas.registry {
             if let Err(e) = url.parse::<http::Uri>() {

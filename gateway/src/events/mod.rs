@@ -18,6 +18,11 @@ pub fn client_config(
     for (k, v) in &config.properties {
         cc.set(k, v);
     }
+    // The embedded development cluster speaks plaintext only (validation
+    // refuses security settings with it).
+    if !config.bootstrap.eq_ignore_ascii_case("embedded") {
+        config.security.apply(&mut cc);
+    }
     cc.set("bootstrap.servers", bootstrap);
     cc
 }

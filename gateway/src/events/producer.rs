@@ -1,8 +1,10 @@
 //! The durable producer: `acks=all`, idempotence on, every delivery bounded
 //! by `publish_timeout_ms`, queue-full refused at once instead of buffered.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -77,10 +79,47 @@ impl PublishError {
     }
 }
 
+/// The producer's librdkafka context: client errors go to the log, and the
+/// last refused login or TLS handshake is kept, so it can be named at start
+/// and in `/readyz` instead of showing as a timeout.
+#[derive(Clone, Default)]
+pub struct KafkaContext {
+    last_refusal: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(error = %error, reason, "Kafka client error");
+        let refusal = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        );
+        if refusal {
+            if let Ok(mut last) = self.last_refusal.lock() {
+                *last = Some((Instant::now(), reason.to_string()));
+            }
+        }
+    }
+}
+
+impl KafkaContext {
+    /// A refused login or TLS handshake reported in the last `within`.
+    fn refused(&self, within: Duration) -> Option<String> {
+        let last = self.last_refusal.lock().ok()?;
+        let (at, reason) = last.as_ref()?;
+        (at.elapsed() <= within).then(|| reason.clone())
+    }
+}
+
 /// A cheap-to-clone handle on the one producer of the process.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
+    context: KafkaContext,
     timeout_ms: u64,
 }
 
@@ -99,9 +138,11 @@ impl Publisher {
         if !config.properties.contains_key("linger.ms") {
             cc.set("linger.ms", "5");
         }
-        let producer: FutureProducer = cc.create()?;
+        let context = KafkaContext::default();
+        let producer: FutureProducer<KafkaContext> = cc.create_with_context(context.clone())?;
         Ok(Self {
             producer,
+            context,
             timeout_ms: config.publish_timeout_ms,
         })
     }
@@ -180,10 +221,11 @@ impl Publisher {
         }
     }
 
-    /// Whether cluster metadata can be fetched right now.
+    /// Whether cluster metadata can be fetched right now; a refused login
+    /// or TLS handshake is named as such.
     pub async fn metadata_reachable(&self, timeout: Duration) -> Result<(), String> {
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             producer
                 .client()
                 .fetch_metadata(None, timeout)
@@ -191,7 +233,34 @@ impl Publisher {
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        match (result, self.context.refused(Duration::from_secs(60))) {
+            (Err(_), Some(reason)) => Err(format!("Kafka refused the connection: {reason}")),
+            (result, _) => result,
+        }
+    }
+
+    /// At start: waits until the cluster answers, up to `timeout`, and
+    /// fails at once when it refuses the credentials or the TLS handshake
+    /// (retrying cannot fix those).
+    pub async fn connect(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let error = match self.metadata_reachable(Duration::from_secs(1)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if let Some(reason) = self.context.refused(timeout) {
+                return Err(format!("Kafka refused the connection: {reason}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no answer from Kafka within {} s: {error}",
+                    timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Messages still waiting for an acknowledgement.

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 
 use super::Check;
-use crate::config::LoadedConfig;
+use crate::config::{KafkaConfig, LoadedConfig};
 use crate::schema::compat::Level;
 use crate::schema::levels::Levels;
 use crate::schema::registry::RegistryClient;
@@ -30,14 +29,17 @@ pub async fn run(checks: &[Check], loaded: &LoadedConfig, bootstrap: Option<&str
         let (what, result) = if let Some(group) = &check.consumer_group {
             (
                 format!("consumer group {group} has members"),
-                group_has_members(bootstrap, group).await,
+                group_has_members(&loaded.config.kafka, bootstrap, group).await,
             )
         } else if let Some(topic) = &check.topic {
             let what = match check.partitions {
                 Some(n) => format!("topic {topic} exists with {n} partitions"),
                 None => format!("topic {topic} exists"),
             };
-            (what, topic_ok(bootstrap, topic, check.partitions).await)
+            (
+                what,
+                topic_ok(&loaded.config.kafka, bootstrap, topic, check.partitions).await,
+            )
         } else if let Some(schema) = &check.schema {
             (
                 format!("schema {schema} is ready"),
@@ -54,24 +56,24 @@ pub async fn run(checks: &[Check], loaded: &LoadedConfig, bootstrap: Option<&str
     out
 }
 
-fn consumer(bootstrap: Option<&str>) -> Result<BaseConsumer, String> {
+fn consumer(kafka: &KafkaConfig, bootstrap: Option<&str>) -> Result<BaseConsumer, String> {
     let bootstrap = bootstrap.ok_or_else(|| {
         "kafka.bootstrap is \"embedded\": pass --kafka with the running gateway's bootstrap"
             .to_string()
     })?;
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    crate::events::client_config(kafka, bootstrap)
         .set("group.id", "gateway-plan-checks")
         .create()
         .map_err(|e| e.to_string())
 }
 
 async fn topic_ok(
+    kafka: &KafkaConfig,
     bootstrap: Option<&str>,
     topic: &str,
     partitions: Option<i32>,
 ) -> Result<(), String> {
-    let consumer = consumer(bootstrap)?;
+    let consumer = consumer(kafka, bootstrap)?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let md = consumer
@@ -94,8 +96,12 @@ async fn topic_ok(
     .map_err(|e| e.to_string())?
 }
 
-async fn group_has_members(bootstrap: Option<&str>, group: &str) -> Result<(), String> {
-    let consumer = consumer(bootstrap)?;
+async fn group_has_members(
+    kafka: &KafkaConfig,
+    bootstrap: Option<&str>,
+    group: &str,
+) -> Result<(), String> {
+    let consumer = consumer(kafka, bootstrap)?;
     let group = group.to_string();
     tokio::task::spawn_blocking(move || {
         let list = consumer

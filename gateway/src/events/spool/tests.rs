@@ -91,6 +91,7 @@ async fn drain_publishes_in_order_deletes_and_parks_unreadable_files() {
         shadow_topic: "s".into(),
         canary_figures_topic: "f".into(),
         control_replication_factor: 1,
+        security: Default::default(),
     };
     let publisher = Publisher::new(&config, kafka.bootstrap()).expect("producer");
     let metrics = Metrics::new();
