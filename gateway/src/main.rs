@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml", env = "GATEWAY_CONFIG")]
         config: PathBuf,
         /// Seconds in-flight requests get to finish on shutdown.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, env = "GATEWAY_GRACE_SECS")]
         grace_secs: u64,
         /// Seconds between SIGTERM (when /readyz turns false) and the
         /// listener closing, so load balancers stop sending first.
