@@ -116,6 +116,7 @@ fn headers(c: &mut Criterion) {
     let forwarding = Forwarding {
         client_addr: Some("192.0.2.10:50000".parse().expect("addr")),
         trust_incoming: false,
+        https: false,
     };
     c.bench_function(
         "header rewriting (10 headers, hop-by-hop + X-Forwarded-*)",

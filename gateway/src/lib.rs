@@ -27,6 +27,7 @@ pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{Gateway, StartError};

@@ -37,12 +37,15 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves `router` on `listener` until `stop` turns true, then stops
 /// accepting and waits for open connections to finish their requests. At
 /// most `max_connections` are open at once; past that, new connections
-/// wait in the kernel's accept queue.
+/// wait in the kernel's accept queue. With `tls`, every connection is TLS
+/// (the handshake bounded like the request headers), HTTP/2 or HTTP/1.1 by
+/// ALPN.
 pub fn serve(
     listener: TcpListener,
     router: Router,
     mut stop: watch::Receiver<bool>,
     max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -87,6 +90,7 @@ pub fn serve(
                         });
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
                         // hyper-util's protocol detection waits for the first
@@ -95,9 +99,25 @@ pub fn serve(
                         if !matches!(tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
                             return;
                         }
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                        if let Err(e) = watcher.watch(conn).await {
+                        let service = TowerToHyperService::new(service);
+                        let result = match tls {
+                            None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                            Some(acceptor) => {
+                                let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+                            }
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });

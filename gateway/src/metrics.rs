@@ -33,6 +33,8 @@ pub struct Metrics {
     pub canary_decisions: IntCounterVec,
     /// `gateway_canary_percent{route}`
     pub canary_percent: GaugeVec,
+    /// `gateway_tls_certificate_reloads_total{result}`
+    pub tls_reloads: IntCounterVec,
     /// `gateway_request_errors_total{route,side,reason}`
     pub request_errors: IntCounterVec,
     /// `gateway_upstream_duration_seconds{upstream}`: time to response headers.
@@ -223,6 +225,12 @@ impl Metrics {
                 "Requests of canaried routes by arm and outcome (ok, error)",
                 &["route", "arm", "outcome"],
             ),
+            tls_reloads: counter(
+                &r,
+                "gateway_tls_certificate_reloads_total",
+                "Changed certificate files of the public listener: loaded, or refused (the previous certificate stays)",
+                &["result"],
+            ),
             canary_decisions: counter(
                 &r,
                 "gateway_canary_decisions_total",
@@ -261,6 +269,7 @@ impl Metrics {
             self.canary_requests.desc(),
             self.canary_decisions.desc(),
             self.canary_percent.desc(),
+            self.tls_reloads.desc(),
             self.request_errors.desc(),
             self.upstream_latency.desc(),
             self.publish_latency.desc(),

@@ -128,6 +128,12 @@ fn warn_restart_only_changes(running: &LoadedConfig, new: &LoadedConfig) {
     {
         changed.push("server.listen/admin/max_in_flight/watch_config");
     }
+    if a.server.tls != b.server.tls {
+        changed.push("server.tls (the certificate files themselves reload)");
+    }
+    if a.upstream_tls != b.upstream_tls {
+        changed.push("upstream_tls");
+    }
     if a.kafka != b.kafka {
         changed.push("kafka");
     }

@@ -47,6 +47,9 @@ pub enum StartError {
     /// The admin token file is unusable.
     #[error("admin tokens: {0}")]
     Admin(String),
+    /// A TLS certificate, key or trust store is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,7 +64,16 @@ pub enum StartError {
 /// (`gateway check`). A registry, if configured, is only read from.
 pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
     let loaded = LoadedConfig::read(path).map_err(|e| vec![Problem::global(e.to_string())])?;
-    let ids = SchemaIds::lookup_only(&loaded, &upstream::client());
+    let problems = loaded.config.validate();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let http = upstream::client_for(&loaded.config.upstream_tls)
+        .map_err(|e| vec![Problem::global(format!("upstream_tls: {e}"))])?;
+    if let Some(tls) = &loaded.config.server.tls {
+        crate::tls::server(tls).map_err(|e| vec![Problem::global(format!("server.tls: {e}"))])?;
+    }
+    let ids = SchemaIds::lookup_only(&loaded, &http);
     routing::build(&loaded, &ids)
         .await
         .map(|t| t.routes().len())
@@ -91,6 +103,34 @@ pub struct Gateway {
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     embedded: Option<Arc<EmbeddedKafka>>,
+}
+
+/// Looks at the listener's certificate files every `interval` and swaps in
+/// a new pair; a pair that does not load is refused (logged and counted) and
+/// the old certificate stays in use.
+async fn watch_certificate(
+    cert: Arc<crate::tls::ReloadingCert>,
+    interval: Duration,
+    metrics: Metrics,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let c = cert.clone();
+        let outcome = tokio::task::spawn_blocking(move || c.reload_if_changed()).await;
+        match outcome {
+            Ok(crate::tls::Reload::Loaded) => {
+                tracing::info!("TLS certificate reloaded");
+                metrics.tls_reloads.with_label_values(&["loaded"]).inc();
+            }
+            Ok(crate::tls::Reload::Refused(e)) => {
+                tracing::error!(error = %e, "new TLS certificate refused; the previous one stays in use");
+                metrics.tls_reloads.with_label_values(&["refused"]).inc();
+            }
+            Ok(crate::tls::Reload::Unchanged) | Err(_) => {}
+        }
+    }
 }
 
 /// The start error for a cluster that could not be reached, with what to
@@ -176,7 +216,15 @@ impl Gateway {
                 .map_err(|e| StartError::Kafka(connect_error(&c.kafka, &e)))?;
         }
 
-        let http = upstream::client();
+        let http = upstream::client_for(&c.upstream_tls)
+            .map_err(|e| StartError::Tls(format!("upstream_tls: {e}")))?;
+        let public_tls = c
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server)
+            .transpose()
+            .map_err(|e| StartError::Tls(format!("server.tls: {e}")))?;
         let schema_ids = SchemaIds::from_config(&loaded, &http);
         let table = routing::build(&loaded, &schema_ids)
             .await
@@ -190,6 +238,7 @@ impl Gateway {
             })?;
         let spool = Arc::new(spool);
         let metrics = Metrics::new();
+        let metrics_for_tls = metrics.clone();
         let retry_interval = Duration::from_millis(c.spool.retry_interval_ms);
         let (listen, admin_listen, watch_config, max_connections) = (
             c.server.listen,
@@ -273,9 +322,18 @@ impl Gateway {
             .with_state(shared.clone())
             .layer(CatchPanicLayer::custom(crate::problem::panic_response));
         let admin_router = admin::router(shared.clone());
+        let acceptor = public_tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
         let servers = vec![
-            listener::serve(public, public_router, stop_rx.clone(), max_connections),
-            listener::serve(admin, admin_router, stop_rx, max_connections),
+            listener::serve(
+                public,
+                public_router,
+                stop_rx.clone(),
+                max_connections,
+                acceptor,
+            ),
+            listener::serve(admin, admin_router, stop_rx, max_connections, None),
         ];
 
         let operations =
@@ -299,6 +357,13 @@ impl Gateway {
             // where they were instead of starting over.
             tokio::spawn(crate::canary::engine::run(shared.clone())),
         ];
+        if let Some(t) = public_tls {
+            background.push(tokio::spawn(watch_certificate(
+                t.cert,
+                t.interval,
+                metrics_for_tls,
+            )));
+        }
         if watch_config {
             match reload::watch(shared.clone(), config_path.to_path_buf()) {
                 Ok(h) => background.push(h),

@@ -508,9 +508,10 @@ impl GatewayProcess {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(&self.binary)
-            .args(["serve", "--grace-secs", "1", "--config"])
+            .args(["serve", "--config"])
             .arg(&self.config)
             .env("GATEWAY_LOG_FORMAT", "text")
+            .env("GATEWAY_GRACE_SECS", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -533,6 +534,31 @@ impl GatewayProcess {
             anyhow::bail!("{e}\n--- gateway log ---\n{}", self.log_text());
         }
         Ok(())
+    }
+
+    /// SIGTERM, as a deploy does, and waits (up to `timeout`) for the
+    /// process to exit; returns its exit code.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            anyhow::bail!("the gateway is not running");
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if started.elapsed() > timeout {
+                child.kill()?;
+                child.wait()?;
+                anyhow::bail!("the gateway did not exit within {timeout:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: no shutdown, no flush, nothing drained.

@@ -448,6 +448,7 @@ async fn deliver(ctx: &Ctx, m: &OwnedMessage, id: &str, body: &serde_json::Value
     let forwarding = crate::upstream::Forwarding {
         client_addr: None,
         trust_incoming: true,
+        https: false,
     };
     match ctx
         .upstream

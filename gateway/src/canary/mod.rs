@@ -143,7 +143,8 @@ pub fn check(c: &CanaryConfig) -> Vec<String> {
     problems
 }
 
-fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+/// A network (`10.0.0.0/8`) or a single address (`10.1.2.3`).
+pub(crate) fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))

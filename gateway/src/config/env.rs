@@ -45,6 +45,30 @@ pub const OVERRIDES: &[EnvOverride] = &[
         },
     },
     EnvOverride {
+        var: "GATEWAY_TLS_CERT_FILE",
+        key: "server.tls.cert_file",
+        apply: |c, v| {
+            tls(c).cert_file = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "GATEWAY_TLS_KEY_FILE",
+        key: "server.tls.key_file",
+        apply: |c, v| {
+            tls(c).key_file = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "GATEWAY_UPSTREAM_CA_FILE",
+        key: "upstream_tls.ca_file",
+        apply: |c, v| {
+            c.upstream_tls.ca_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
         var: "GATEWAY_KAFKA_BOOTSTRAP",
         key: "kafka.bootstrap",
         apply: |c, v| {
@@ -117,6 +141,16 @@ pub const OVERRIDES: &[EnvOverride] = &[
         },
     },
 ];
+
+/// `[server.tls]`, made when an override is its first mention (the other
+/// file then has to come from its own variable; validation says so).
+fn tls(c: &mut Config) -> &mut super::ServerTls {
+    c.server.tls.get_or_insert_with(|| super::ServerTls {
+        cert_file: PathBuf::new(),
+        key_file: PathBuf::new(),
+        reload_interval_secs: 10,
+    })
+}
 
 /// Prefix and suffix of `GATEWAY_UPSTREAM_<NAME>_URL`, which overrides
 /// `upstreams.<name>.url` (name upper-cased, `-` and `.` as `_`).

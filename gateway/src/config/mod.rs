@@ -55,6 +55,39 @@ pub struct Config {
     /// Event→HTTP adapters: deliver a topic's events to a legacy service.
     #[serde(default)]
     pub adapters: Vec<AdapterConfig>,
+    /// TLS to `https://` upstreams and the Schema Registry.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
+}
+
+/// `[server.tls]`: HTTPS on the public listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the two files are checked for a new certificate, in seconds.
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_interval_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    10
+}
+
+/// `[upstream_tls]`: the client side of `https://` upstreams and registry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of extra certificate authorities to trust, besides the
+    /// system's store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for services that want mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[[adapters]]`: consume a topic and call a legacy service for each event.
@@ -149,10 +182,19 @@ pub struct ServerConfig {
     /// could forge them.
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// Peers (addresses or networks, `10.0.0.0/8`) whose X-Forwarded-For,
+    /// -Host, -Proto and Forwarded headers are kept and appended to: the
+    /// load balancers in front of the gateway. From any other peer they
+    /// are replaced. `trust_forwarded_headers = true` trusts every peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Time allowed to receive a whole request body on dual-write and async
     /// routes, in milliseconds; a slower client gets 408.
     #[serde(default = "default_body_read_timeout_ms")]
     pub body_read_timeout_ms: u64,
+    /// HTTPS on the public listener (restart to turn on or off; the
+    /// certificate itself is reloaded when its files change).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -165,8 +207,10 @@ impl Default for ServerConfig {
             watch_config: default_true(),
             max_in_flight: default_max_in_flight(),
             trust_forwarded_headers: false,
+            trusted_proxies: Vec::new(),
             max_connections: default_max_connections(),
             body_read_timeout_ms: default_body_read_timeout_ms(),
+            tls: None,
         }
     }
 }
@@ -707,6 +751,22 @@ impl LoadedConfig {
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let from_env = env::apply(&mut config, env)?;
         config.kafka.security.prepare(&base_dir, env);
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base_dir.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut config.server.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
+        let u = &mut config.upstream_tls;
+        for p in [&mut u.ca_file, &mut u.cert_file, &mut u.key_file]
+            .into_iter()
+            .flatten()
+        {
+            resolve(p);
+        }
         Ok(Self {
             config,
             base_dir,

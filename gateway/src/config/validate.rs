@@ -125,6 +125,13 @@ impl Config {
                 "server.listen and server.admin must be different addresses",
             ));
         }
+        for p in &self.server.trusted_proxies {
+            if crate::canary::parse_net(p).is_none() {
+                problems.push(Problem::global(format!(
+                    "server.trusted_proxies: {p:?} is not an address or a network (10.0.0.0/8)"
+                )));
+            }
+        }
         if self.server.max_in_flight == 0 {
             problems.push(Problem::global("server.max_in_flight must be > 0"));
         }
@@ -154,6 +161,38 @@ impl Config {
             }
         }
         self.kafka.security.validate(problems);
+        if let Some(tls) = &self.server.tls {
+            for (name, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if path.as_os_str().is_empty() {
+                    problems.push(Problem::global(format!("server.tls.{name} is not set")));
+                } else if !path.is_file() {
+                    problems.push(Problem::global(format!(
+                        "server.tls.{name} {}: no such file",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let u = &self.upstream_tls;
+        if u.cert_file.is_some() != u.key_file.is_some() {
+            problems.push(Problem::global(
+                "upstream_tls: cert_file and key_file go together",
+            ));
+        }
+        for (name, path) in [
+            ("ca_file", &u.ca_file),
+            ("cert_file", &u.cert_file),
+            ("key_file", &u.key_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    problems.push(Problem::global(format!(
+                        "upstream_tls.{name} {}: no such file",
+                        path.display()
+                    )));
+                }
+            }
+        }
         if self.kafka.bootstrap.eq_ignore_ascii_case("embedded")
             && (self.kafka.security.protocol != super::SecurityProtocol::Plaintext
                 || self.kafka.security.sasl_mechanism.is_some())
@@ -366,10 +405,10 @@ fn forbidden_property(key: &str, value: &str) -> Option<String> {
 fn check_upstream_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "url {url:?}: scheme {other:?} is not supported (http)"
+                "url {url:?}: scheme {other:?} is not supported (http or https)"
             ))
         }
         None => return Err(format!("url {url:?} needs a scheme, e.g. http://")),

@@ -23,7 +23,7 @@ pub(super) async fn serve(
 ) -> Result<Response, GatewayError> {
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, limits).await?;
+    let bytes = read_body(body, &limits).await?;
     let mut ctx = event_context(&parts.headers)?;
     ctx.origin = Some(origin(&parts));
     // The same key on another resource of the route is another request.

@@ -26,7 +26,7 @@ pub(super) async fn serve(
     check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
     // Buffered (bounded): the same bytes go to the legacy service and the event.
-    let bytes = read_body(body, limits).await?;
+    let bytes = read_body(body, &limits).await?;
     // The legacy service decides what an unusual Idempotency-Key means; the
     // event simply goes without it.
     let ctx = event_context(&parts.headers).unwrap_or_else(|_| {

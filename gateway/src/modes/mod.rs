@@ -142,8 +142,14 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> Response {
     }
     let Some(Matched { route, params }) = table.lookup(request.method(), &path) else {
         if let Some(fallback) = &table.fallback {
-            let result =
-                passthrough::forward(&shared, fallback, table.limits, request, client_addr).await;
+            let result = passthrough::forward(
+                &shared,
+                fallback,
+                table.limits.clone(),
+                request,
+                client_addr,
+            )
+            .await;
             return finish(&shared, "fallback", "passthrough", result, retry_after);
         }
         let err = GatewayError::NoRoute {
@@ -159,7 +165,15 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> Response {
     span.record("otel.name", format!("{} {}", route.method, route.name));
     let Some(canary) = route.canary.clone() else {
         span.record("mode", route.mode.as_str());
-        let result = serve(&shared, &route, &params, table.limits, request, client_addr).await;
+        let result = serve(
+            &shared,
+            &route,
+            &params,
+            table.limits.clone(),
+            request,
+            client_addr,
+        )
+        .await;
         return finish(
             &shared,
             &route.name,
@@ -174,7 +188,7 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> Response {
         &route,
         &canary,
         &params,
-        table.limits,
+        table.limits.clone(),
         request,
         client_addr,
     )
@@ -205,7 +219,7 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> Response {
         &shared,
         &serving,
         &params,
-        table.limits,
+        table.limits.clone(),
         request,
         client_addr,
     )
@@ -322,7 +336,7 @@ async fn pick_arm(
         (Sticky::Key, Some(KeySource::Pointer(pointer))) if undecided(&request) => {
             check_declared_length(&request, limits.max_body_bytes)?;
             let (parts, body) = request.into_parts();
-            let bytes = read_body(body, limits).await?;
+            let bytes = read_body(body, &limits).await?;
             let key = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|json| json.pointer(pointer).and_then(scalar_to_key));
@@ -459,7 +473,7 @@ fn is_dot_segment(segment: &[u8]) -> bool {
 
 /// Reads a whole body, refusing more than the size limit or a body that
 /// takes longer than the read timeout.
-pub(crate) async fn read_body(body: Body, limits: Limits) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, GatewayError> {
     let limit = limits.max_body_bytes;
     let collect = http_body_util::Limited::new(body, limit).collect();
     match tokio::time::timeout(limits.body_read_timeout, collect).await {

@@ -117,7 +117,7 @@ pub(super) async fn passthrough(
 ) -> Result<Response, GatewayError> {
     super::check_declared_length(&request, limits.max_body_bytes)?;
     let (parts, body) = request.into_parts();
-    let bytes = super::read_body(body, limits).await?;
+    let bytes = super::read_body(body, &limits).await?;
     let copy = Copy::of(&parts, &bytes);
     let request = Request::from_parts(parts, Body::from(bytes));
     let response = route

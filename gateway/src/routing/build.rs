@@ -266,6 +266,13 @@ pub async fn build(loaded: &LoadedConfig, ids: &SchemaIds) -> Result<RouteTable,
             retry_after_secs: config.server.retry_after_secs,
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             trust_forwarded_headers: config.server.trust_forwarded_headers,
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| crate::canary::parse_net(p))
+                .collect(),
+            https: config.server.tls.is_some(),
         },
     })
 }

@@ -73,7 +73,7 @@ pub struct Matched<'a> {
 }
 
 /// Limits that travel with the table, so a reload can change them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// `server.max_body_bytes`
     pub max_body_bytes: usize,
@@ -83,14 +83,24 @@ pub struct Limits {
     pub body_read_timeout: std::time::Duration,
     /// `server.trust_forwarded_headers`
     pub trust_forwarded_headers: bool,
+    /// `server.trusted_proxies`
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    /// The public listener speaks TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 impl Limits {
-    /// How this table treats a client's forwarding headers.
+    /// How this table treats a client's forwarding headers: kept only from
+    /// a trusted proxy.
     pub fn forwarding(&self, client_addr: Option<std::net::SocketAddr>) -> Forwarding {
+        let trusted_peer = client_addr.is_some_and(|a| {
+            let ip = a.ip().to_canonical();
+            self.trusted_proxies.iter().any(|n| n.contains(&ip))
+        });
         Forwarding {
             client_addr,
-            trust_incoming: self.trust_forwarded_headers,
+            trust_incoming: self.trust_forwarded_headers || trusted_peer,
+            https: self.https,
         }
     }
 }

@@ -170,3 +170,26 @@ async fn the_repository_routes_file_is_valid() {
         .iter()
         .any(|r| r.mode == crate::config::Mode::Passthrough));
 }
+
+#[test]
+fn forwarding_headers_are_kept_only_from_trusted_proxies() {
+    let limits = Limits {
+        max_body_bytes: 1024,
+        retry_after_secs: 1,
+        body_read_timeout: std::time::Duration::from_secs(1),
+        trust_forwarded_headers: false,
+        trusted_proxies: ["10.0.0.0/8", "192.0.2.9"]
+            .iter()
+            .filter_map(|p| crate::canary::parse_net(p))
+            .collect(),
+        https: true,
+    };
+    let peer = |ip: &str| Some(std::net::SocketAddr::new(ip.parse().expect("ip"), 40000));
+    assert!(limits.forwarding(peer("10.20.30.40")).trust_incoming);
+    assert!(limits.forwarding(peer("192.0.2.9")).trust_incoming);
+    // An IPv4 peer seen on a dual-stack socket.
+    assert!(limits.forwarding(peer("::ffff:10.1.1.1")).trust_incoming);
+    assert!(!limits.forwarding(peer("192.0.2.10")).trust_incoming);
+    assert!(!limits.forwarding(None).trust_incoming);
+    assert!(limits.forwarding(None).https);
+}

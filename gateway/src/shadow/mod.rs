@@ -273,6 +273,7 @@ impl Shadow {
         let forwarding = Forwarding {
             client_addr: None,
             trust_incoming: true,
+            https: false,
         };
         let response = upstream
             .call(&self.http, &self.metrics, request, forwarding)
@@ -409,6 +410,7 @@ impl Shadow {
         let forwarding = Forwarding {
             client_addr: None,
             trust_incoming: true,
+            https: false,
         };
         let response = upstream
             .call(&self.http, &self.metrics, request, forwarding)

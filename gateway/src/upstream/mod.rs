@@ -20,15 +20,37 @@ use crate::problem::GatewayError;
 mod guard;
 pub use guard::Guard;
 
-/// The pooled client shared by every upstream.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// The pooled client shared by every upstream: `http://` and `https://`.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-/// Builds the pooled client.
+/// Builds the pooled client trusting the system's certificate store.
 pub fn client() -> HttpClient {
+    let tls = crate::tls::client(&crate::config::UpstreamTls::default()).unwrap_or_else(|e| {
+        // Without the system store, https upstreams fail their handshakes
+        // (502, logged) and http ones work.
+        tracing::warn!(error = %e, "no TLS trust store; https upstreams will fail");
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    client_with(tls)
+}
+
+/// Builds the pooled client with `[upstream_tls]`.
+pub fn client_for(tls: &crate::config::UpstreamTls) -> Result<HttpClient, String> {
+    crate::tls::client(tls).map(client_with)
+}
+
+fn client_with(tls: rustls::ClientConfig) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(true);
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         // Below common legacy keep-alive settings, so the pool rarely hands
         // out a connection the server is about to close.
@@ -259,6 +281,8 @@ pub struct Forwarding {
     /// Keep (and extend) X-Forwarded-* the client sent: only when a trusted
     /// proxy sits in front of the gateway (`server.trust_forwarded_headers`).
     pub trust_incoming: bool,
+    /// The client reached the gateway over TLS.
+    pub https: bool,
 }
 
 const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -303,7 +327,10 @@ pub fn prepare_request_headers(
         }
     }
     if !headers.contains_key(XFP) {
-        headers.insert(XFP, HeaderValue::from_static("http"));
+        headers.insert(
+            XFP,
+            HeaderValue::from_static(if forwarding.https { "https" } else { "http" }),
+        );
     }
 }
 
@@ -332,6 +359,7 @@ mod tests {
         Forwarding {
             client_addr: Some(SocketAddr::from(([192, 0, 2, 7], 5555))),
             trust_incoming,
+            https: false,
         }
     }
 
