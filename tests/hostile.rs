@@ -385,3 +385,177 @@ async fn a_slowloris_client_is_disconnected_by_the_header_read_timeout() {
     );
     assert_eq!(stub.requests(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn forwarding_headers_are_kept_only_from_a_trusted_proxy() {
+    let stub = Stub::start().await;
+    let request = b"GET /items/1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.66\r\n\r\n";
+    let with_proxies = |proxies: &str| {
+        config_text(
+            "embedded",
+            5_000,
+            &format!(
+                "[upstreams.legacy]\nurl = \"{}\"\n\n[[routes]]\nname = \"items\"\nmethod = \"GET\"\npath = \"/items/{{id}}\"\nupstream = \"legacy\"\nmode = \"passthrough\"\n",
+                stub.url
+            ),
+        )
+        .replace(
+            "max_body_bytes = 4096",
+            &format!("max_body_bytes = 4096\ntrusted_proxies = [{proxies}]"),
+        )
+    };
+    // The test connects from 127.0.0.1: a trusted load balancer.
+    let gw = TestGateway::start(&with_proxies("\"127.0.0.1\""))
+        .await
+        .expect("gateway starts");
+    assert_eq!(status(&exchange(&gw, request).await), 200);
+    gw.stop().await;
+    // Only 10.0.0.0/8 is trusted: 127.0.0.1 is a client like any other.
+    let gw = TestGateway::start(&with_proxies("\"10.0.0.0/8\""))
+        .await
+        .expect("gateway starts");
+    assert_eq!(status(&exchange(&gw, request).await), 200);
+    gw.stop().await;
+    let received: Vec<String> = stub.requests().iter().map(|r| r.to_lowercase()).collect();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received[0].contains("x-forwarded-for: 203.0.113.66, 127.0.0.1"),
+        "from a trusted proxy, the chain is kept and extended:\n{}",
+        received[0]
+    );
+    assert!(
+        !received[1].contains("203.0.113.66") && received[1].contains("x-forwarded-for: 127.0.0.1"),
+        "from another peer, the claim is replaced:\n{}",
+        received[1]
+    );
+}
+
+#[tokio::test]
+async fn the_host_header_reaches_no_other_route_or_service() {
+    let stub = Stub::start().await;
+    let gw = gateway(&stub).await;
+    let admin = gw.admin.trim_start_matches("http://").to_string();
+    // Asking the public port for the admin API with the admin port's Host.
+    let answer = exchange(
+        &gw,
+        format!("GET /admin/routes HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert!(
+        !answer.contains("\"routes\""),
+        "the admin API answered: {answer}"
+    );
+    // A route called with a foreign Host goes to its own service, with the
+    // service's own Host.
+    let answer = exchange(
+        &gw,
+        b"GET /items/1 HTTP/1.1\r\nHost: internal-billing.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let received = stub.requests();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the route's request reached the stub"
+    );
+    let stub_authority = stub.url.trim_start_matches("http://").to_lowercase();
+    assert!(
+        received[0]
+            .to_lowercase()
+            .contains(&format!("\r\nhost: {stub_authority}\r\n")),
+        "the service gets its own Host:\n{}",
+        received[0]
+    );
+}
+
+/// A legacy service that holds each request for `hold`, counting how many
+/// it holds at once.
+async fn counting_stub(hold: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::clone(&peak);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+                    async move {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(n, Ordering::SeqCst);
+                        tokio::time::sleep(hold).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn an_http2_stream_flood_is_bounded_per_connection() {
+    use std::sync::atomic::Ordering;
+    let (url, peak) = counting_stub(Duration::from_millis(300)).await;
+    // Generous service limits, so only the per-connection stream limit
+    // (256) bounds what one connection gets in flight.
+    let gw = TestGateway::start(&config_text(
+        "embedded",
+        5_000,
+        &format!(
+            "[upstreams.legacy]\nurl = \"{url}\"\nmax_concurrency = 10000\n\n[[routes]]\nname = \"items\"\nmethod = \"GET\"\npath = \"/items/{{id}}\"\nupstream = \"legacy\"\nmode = \"passthrough\"\n"
+        ),
+    ))
+    .await
+    .expect("gateway starts");
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let sent = 1_000;
+    let answers = futures::future::join_all((0..sent).map(|i| {
+        let (h2, base) = (h2.clone(), gw.base.clone());
+        async move {
+            h2.get(format!("{base}/items/{i}"))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map(|r| (r.status().as_u16(), r.version()))
+        }
+    }))
+    .await;
+    let ok = answers
+        .iter()
+        .filter(|a| matches!(a, Ok((200, v)) if *v == reqwest::Version::HTTP_2))
+        .count();
+    let peak = peak.load(Ordering::SeqCst);
+    println!(
+        "hostile[h2-flood]: {sent} streams on one HTTP/2 connection: {ok} answered 200, at most {peak} at the service at once (limit 256 per connection)"
+    );
+    assert!(
+        peak <= 256,
+        "{peak} requests of one connection in flight at once"
+    );
+    assert_eq!(
+        ok,
+        sent,
+        "every stream answered once admitted: {:?}",
+        answers.iter().find(|a| !matches!(a, Ok((200, _))))
+    );
+    // And the gateway still serves others.
+    let r = reqwest::get(format!("{}/healthz", gw.admin))
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+}

@@ -28,6 +28,12 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// HTTP/2 header list size and concurrent streams per connection.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 256;
+/// Streams a client may open and reset before the server accepted them
+/// (the "rapid reset" flood), and streams the server may reset for a
+/// client's protocol errors, before the connection is closed with
+/// ENHANCE_YOUR_CALM. Written out rather than left to the defaults.
+const MAX_H2_PENDING_RESETS: usize = 20;
+const MAX_H2_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// HTTP/2 connections are pinged at this interval and closed when a ping is
 /// not answered within the timeout.
@@ -61,6 +67,8 @@ pub fn serve(
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_H2_HEADER_LIST)
             .max_concurrent_streams(MAX_H2_STREAMS)
+            .max_pending_accept_reset_streams(MAX_H2_PENDING_RESETS)
+            .max_local_error_reset_streams(MAX_H2_LOCAL_ERROR_RESETS)
             .keep_alive_interval(H2_KEEPALIVE)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         let graceful = GracefulShutdown::new();
