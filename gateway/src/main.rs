@@ -579,7 +579,7 @@ fn registry_client(
         .ok_or_else(|| anyhow::anyhow!("schemas.registry is not set in the routes file"))?;
     Ok(gateway::schema::registry::RegistryClient::new(
         url,
-        gateway::upstream::client(),
+        gateway::upstream::client_for_or_default(&loaded.config.upstream_tls),
         Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
     ))
 }

@@ -151,7 +151,7 @@ pub async fn run_with_metrics(
     let ctx = Arc::new(Ctx {
         config,
         upstream,
-        http: crate::upstream::client(),
+        http: crate::upstream::client_for_or_default(&c.upstream_tls),
         schemas,
         publisher,
         operations_topic: c.kafka.operations_topic.clone(),
@@ -161,7 +161,7 @@ pub async fn run_with_metrics(
         registry: c.schemas.registry.as_deref().map(|url| {
             crate::schema::registry::RegistryClient::new(
                 url,
-                crate::upstream::client(),
+                crate::upstream::client_for_or_default(&c.upstream_tls),
                 Duration::from_millis(c.schemas.registry_timeout_ms),
             )
         }),

@@ -198,7 +198,7 @@ pub async fn run(
         .collect();
     let publisher =
         Publisher::new(&c.kafka, bootstrap).map_err(|e| AdapterError::Kafka(e.to_string()))?;
-    let http = crate::upstream::client();
+    let http = crate::upstream::client_for_or_default(&c.upstream_tls);
 
     let mut position = start.clone();
     let mut summary = Summary {

@@ -141,7 +141,7 @@ async fn schema_ok(loaded: &LoadedConfig, record: &str) -> Result<(), String> {
     if let Some(url) = &loaded.config.schemas.registry {
         let client = RegistryClient::new(
             url,
-            crate::upstream::client(),
+            crate::upstream::client_for_or_default(&loaded.config.upstream_tls),
             Duration::from_millis(loaded.config.schemas.registry_timeout_ms),
         );
         let strategy = loaded.config.schemas.subject_strategy;

@@ -36,6 +36,16 @@ pub fn client() -> HttpClient {
     client_with(tls)
 }
 
+/// The client for `[upstream_tls]`, for tools that have no way to stop on
+/// an unusable file: the error is logged and the system store is used (an
+/// `https://` call then fails its handshake and says so).
+pub fn client_for_or_default(tls: &crate::config::UpstreamTls) -> HttpClient {
+    client_for(tls).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "upstream_tls is unusable; using the system trust store only");
+        client()
+    })
+}
+
 /// Builds the pooled client with `[upstream_tls]`.
 pub fn client_for(tls: &crate::config::UpstreamTls) -> Result<HttpClient, String> {
     crate::tls::client(tls).map(client_with)
