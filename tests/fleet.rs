@@ -35,32 +35,7 @@ fn config(orders: &str, users: &str, control: &str) -> String {
     config_text(
         &bootstrap(),
         10_000,
-        &format!(
-            r#"
-[upstreams.legacy]
-url = "http://127.0.0.1:9"
-
-[[routes]]
-name = "create-order"
-method = "POST"
-path = "/orders"
-upstream = "legacy"
-mode = "async"
-topic = "{orders}"
-schema = "com.shop.OrderCreated"
-key = "/customerId"
-
-[[routes]]
-name = "register-user"
-method = "POST"
-path = "/users"
-upstream = "legacy"
-mode = "dual-write"
-topic = "{users}"
-schema = "com.shop.UserRegistered"
-key = "/userId"
-"#
-        ),
+        &gateway_tests::shop_routes("http://127.0.0.1:9", orders, users),
     )
     .replace(
         "publish_timeout_ms = 10000\n",

@@ -168,33 +168,7 @@ async fn gateway_killed_under_load_loses_nothing_and_retries_make_no_second_even
     let config = config_text(
         &bootstrap,
         2_000,
-        &format!(
-            r#"
-[upstreams.legacy]
-url = "{legacy}"
-
-[[routes]]
-name = "create-order"
-method = "POST"
-path = "/orders"
-upstream = "legacy"
-mode = "async"
-topic = "{orders}"
-schema = "com.shop.OrderCreated"
-key = "/customerId"
-
-[[routes]]
-name = "register-user"
-method = "POST"
-path = "/users"
-upstream = "legacy"
-mode = "dual-write"
-topic = "{users}"
-schema = "com.shop.UserRegistered"
-key = "/userId"
-"#,
-            legacy = legacy.uri()
-        ),
+        &gateway_tests::shop_routes(&legacy.uri(), orders, users),
     );
     let mut gw = GatewayProcess::start(dir.path(), &config)
         .await

@@ -19,22 +19,7 @@ fn plaintext_bootstrap() -> String {
 }
 
 fn routes(topic: &str) -> String {
-    format!(
-        r#"
-[upstreams.legacy]
-url = "http://127.0.0.1:9"
-
-[[routes]]
-name = "create-order"
-method = "POST"
-path = "/orders"
-upstream = "legacy"
-mode = "async"
-topic = "{topic}"
-schema = "com.shop.OrderCreated"
-key = "/customerId"
-"#
-    )
+    gateway_tests::shop_routes("http://127.0.0.1:9", topic, &format!("{topic}.users"))
 }
 
 fn security(sasl: &SaslListener, mechanism: &str, password: &str) -> String {

@@ -32,33 +32,7 @@ fn bootstrap() -> String {
 }
 
 fn routes(legacy: &str, orders: &str, users: &str) -> String {
-    format!(
-        r#"
-[upstreams.legacy]
-url = "{legacy}"
-timeout_ms = 5000
-
-[[routes]]
-name = "create-order"
-method = "POST"
-path = "/orders"
-upstream = "legacy"
-mode = "async"
-topic = "{orders}"
-schema = "com.shop.OrderCreated"
-key = "/customerId"
-
-[[routes]]
-name = "register-user"
-method = "POST"
-path = "/users"
-upstream = "legacy"
-mode = "dual-write"
-topic = "{users}"
-schema = "com.shop.UserRegistered"
-key = "/userId"
-"#
-    )
+    gateway_tests::shop_routes(legacy, orders, users)
 }
 
 async fn legacy() -> MockServer {

@@ -34,6 +34,39 @@ pub struct TestGateway {
     pub http: reqwest::Client,
 }
 
+/// The shop's two publishing routes for tests: `POST /orders` (async, key
+/// `/customerId`) and `POST /users` (dual-write, key `/userId`), both on the
+/// upstream `legacy`.
+pub fn shop_routes(legacy: &str, orders: &str, users: &str) -> String {
+    format!(
+        r#"
+[upstreams.legacy]
+url = "{legacy}"
+timeout_ms = 5000
+
+[[routes]]
+name = "create-order"
+method = "POST"
+path = "/orders"
+upstream = "legacy"
+mode = "async"
+topic = "{orders}"
+schema = "com.shop.OrderCreated"
+key = "/customerId"
+
+[[routes]]
+name = "register-user"
+method = "POST"
+path = "/users"
+upstream = "legacy"
+mode = "dual-write"
+topic = "{users}"
+schema = "com.shop.UserRegistered"
+key = "/userId"
+"#
+    )
+}
+
 /// Header of a routes file for tests: ephemeral ports, the repo's schemas,
 /// a private spool. `extra` is appended (upstreams, routes...).
 pub fn config_text(bootstrap: &str, publish_timeout_ms: u64, extra: &str) -> String {
