@@ -242,3 +242,50 @@ async fn a_wrong_password_stops_the_start_with_a_clear_error() {
         "a refusal is reported without waiting for the connect timeout"
     );
 }
+
+#[tokio::test]
+async fn oauthbearer_with_librdkafka_development_tokens() {
+    let sasl = SaslListener::from_env();
+    let topic = unique_topic("secure.oauth");
+    // librdkafka's unsecured JWTs, accepted by the test broker's unsecured
+    // validator: the OAUTHBEARER exchange itself, without an identity
+    // provider.
+    let config = config_text(
+        &sasl.bootstrap,
+        10_000,
+        &format!(
+            r#"
+[kafka.security]
+protocol = "sasl_ssl"
+sasl_mechanism = "OAUTHBEARER"
+ca_file = "{ca}"
+{routes}"#,
+            ca = sasl.ca_file.display(),
+            routes = routes(&topic)
+        ),
+    )
+    .replace(
+        "publish_timeout_ms = 10000\n",
+        "publish_timeout_ms = 10000\n[kafka.properties]\n\"enable.sasl.oauthbearer.unsecure.jwt\" = \"true\"\n\"sasl.oauthbearer.config\" = \"principal=gateway\"\n",
+    );
+    let gw = TestGateway::start(&config)
+        .await
+        .expect("the gateway starts with OAUTHBEARER");
+    let r = gw
+        .http
+        .post(format!("{}/orders", gw.base))
+        .header("content-type", "application/json")
+        .body(ORDER)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 202);
+    let records = read_topic(&plaintext_bootstrap(), &topic)
+        .await
+        .expect("read back");
+    assert_eq!(records.len(), 1, "the event is in Kafka");
+    println!(
+        "kafka-security: OAUTHBEARER (unsecured development JWT) over TLS: 202, event in {topic}"
+    );
+    gw.stop().await;
+}

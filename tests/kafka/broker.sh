@@ -222,8 +222,10 @@ EOF
   if [[ "$KAFKA_SASL_PORT" != 0 ]]; then
     cat >>"$CONFIG.tmp" <<EOF
 # SASL_SSL, as on a managed cluster: TLS with the test CA's certificate, and
-# SASL PLAIN or SCRAM (SCRAM credentials are added after start).
-listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+# SASL PLAIN, SCRAM (credentials added after start) or OAUTHBEARER.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER
+# OAUTHBEARER with Kafka's unsecured JWT validator: development tokens only.
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
