@@ -1,8 +1,9 @@
 //! Kafka over TLS with SASL, as on a managed cluster: the test broker's
 //! SASL_SSL listener (`tests/kafka/broker.sh`, certificates made at start by
-//! a test CA). The gateway publishes through it with PLAIN, SCRAM-SHA-256
-//! and SCRAM-SHA-512; a wrong password stops the start with an error that
-//! says so, quickly, without printing the password.
+//! a test CA). The gateway publishes through it with PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512 and OAUTHBEARER (development tokens); a wrong password
+//! stops the start with an error that says so, quickly, without printing
+//! the password.
 
 #![allow(clippy::expect_used)]
 
