@@ -560,3 +560,82 @@ async fn broker_paused_for_30_s_sheds_with_503_and_recovers_after() {
     );
     drop(broker);
 }
+
+/// An async publish that times out while the broker is frozen gets 503, yet
+/// the broker may write it once it thaws. A client retrying with its
+/// `Idempotency-Key` must then get that event's id, not a second event.
+#[tokio::test]
+async fn a_retry_after_an_uncertain_503_sends_the_same_event_again() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let port: u16 = std::env::var("KAFKA_PAUSE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19392);
+    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
+        .await
+        .expect("broker thread");
+    let bootstrap = broker.bootstrap();
+    let legacy = legacy().await;
+    let (orders, users) = ("uncertain.orders", "uncertain.users");
+    let gw = TestGateway::start(&config_text(
+        &bootstrap,
+        1_500,
+        &routes(&legacy.uri(), orders, users),
+    ))
+    .await
+    .expect("gateway starts");
+    let post = |key: Option<&str>| {
+        let mut r = gw
+            .http
+            .post(format!("{}/orders", gw.base))
+            .header("content-type", "application/json")
+            .body(r#"{"orderId":"o-u","customerId":"c-u","items":[],"totalCents":1}"#);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    // Connected and the topic made: the next produce request goes straight
+    // onto the broker's socket.
+    assert_eq!(post(None).await.expect("answer").status(), 202);
+
+    broker.signal("STOP");
+    let first = post(Some("uncertain-1")).await.expect("answer");
+    broker.signal("CONT");
+    assert_eq!(first.status(), 503, "no acknowledgement while frozen");
+    // The thawed broker writes what it had received.
+    let written = || async {
+        read_topic(&bootstrap, orders)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.header("idempotency-key") == Some("uncertain-1"))
+            .filter_map(|r| r.header("ce_id").map(str::to_string))
+            .collect::<Vec<String>>()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the frozen produce request written",
+        || async { !written().await.is_empty() },
+    )
+    .await
+    .expect("the broker wrote the request it held while frozen (the case this test is about)");
+
+    let retry = post(Some("uncertain-1")).await.expect("answer");
+    assert_eq!(retry.status(), 202);
+    let answer: serde_json::Value = retry.json().await.expect("json");
+    let ids: BTreeSet<String> = written().await.into_iter().collect();
+    println!(
+        "reliability[uncertain-503]: 503 while frozen, event written after the thaw; retry answered 202 with {}, distinct events for the key: {}",
+        answer["id"],
+        ids.len()
+    );
+    println!("reliability[uncertain-503]: criterion: one distinct event for the key, and the retry names it");
+    assert_eq!(ids.len(), 1, "a second event for one request: {ids:?}");
+    assert_eq!(
+        answer["id"].as_str(),
+        ids.iter().next().map(String::as_str),
+        "the retry's 202 names the written event"
+    );
+    drop(broker);
+}

@@ -66,6 +66,10 @@ pub struct Shared {
     pub operations: moka::future::Cache<String, Arc<crate::operations::Operation>>,
     /// (route, Idempotency-Key) → first answer.
     pub idempotency: moka::future::Cache<(String, String), IdempotentEntry>,
+    /// (route, Idempotency-Key) → (request fingerprint, event) of an async
+    /// publication that timed out: the broker may have written it anyway, so
+    /// a retry sends this same event (same id) rather than a new one.
+    pub uncertain: moka::future::Cache<(String, String), (u64, Arc<crate::events::OutgoingEvent>)>,
     /// Every schema id ever published with, for `/schemas/ids/{id}`.
     pub known_schemas: RwLock<BTreeMap<u32, Arc<EventSchema>>>,
     /// How schema ids are obtained (and their cache).
@@ -158,6 +162,11 @@ impl Shared {
             .max_capacity(c.idempotency.max_entries)
             .time_to_live(Duration::from_secs(c.idempotency.ttl_secs))
             .build();
+        let uncertain = moka::future::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .max_capacity(c.idempotency.max_entries)
+            .time_to_live(Duration::from_secs(c.idempotency.ttl_secs))
+            .build();
         let known = table.schema_ids.clone();
         Self {
             table: ArcSwap::from_pointee(table),
@@ -168,6 +177,7 @@ impl Shared {
             spool,
             operations,
             idempotency,
+            uncertain,
             known_schemas: RwLock::new(known),
             schema_ids,
             tasks: tokio_util::task::TaskTracker::new(),

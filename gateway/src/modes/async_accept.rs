@@ -61,21 +61,45 @@ async fn accept(
             .await
             .map_err(|source| publish_error(&event.topic, source));
     };
+    let cache_key = (route.to_string(), idem_key.clone());
+    // An earlier attempt that timed out may have been written by the broker
+    // all the same: a retry of the same request sends that very event (same
+    // id) again, so the topic holds at most copies of one event, never two
+    // different ones.
+    let event = match shared.uncertain.get(&cache_key).await {
+        Some((hash, earlier)) if hash == body_hash => earlier,
+        _ => Arc::new(event.clone()),
+    };
     // Concurrent requests with the same key wait on one publication; a
-    // failed publication is not remembered, so a retry publishes again.
-    let entry = shared
+    // failed publication is not remembered as an answer, so a retry
+    // publishes again.
+    let result = shared
         .idempotency
-        .entry((route.to_string(), idem_key.clone()))
+        .entry(cache_key.clone())
         .or_try_insert_with(async {
-            publish(shared, event)
+            publish(shared, &event)
                 .await
                 .map(|accepted| IdempotentEntry {
                     body_hash,
                     accepted,
                 })
         })
-        .await
-        .map_err(|e| publish_error(&event.topic, (*e).clone()))?;
+        .await;
+    let entry = match result {
+        Ok(entry) => {
+            shared.uncertain.invalidate(&cache_key).await;
+            entry
+        }
+        Err(e) => {
+            if matches!(*e, PublishError::Timeout(_)) {
+                shared
+                    .uncertain
+                    .insert(cache_key, (body_hash, Arc::clone(&event)))
+                    .await;
+            }
+            return Err(publish_error(&event.topic, (*e).clone()));
+        }
+    };
     let remembered = entry.value();
     if !entry.is_fresh() {
         if remembered.body_hash != body_hash {
