@@ -213,34 +213,45 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
     // came back, so it has to reach one replica that already restarted, one
     // that follows it live and is restarted later, and the third.
     let mut exits = Vec::new();
-    for i in 0..replicas.len() {
-        let code = replicas[i]
-            .terminate(Duration::from_secs(30))
-            .await
-            .expect("stops on SIGTERM");
-        exits.push(code);
-        replicas[i].restart().await.expect("starts again");
-        // Back in rotation: it serves requests through haproxy again.
-        let r = &replicas[i];
-        wait_until(
-            Duration::from_secs(30),
-            "the replica takes traffic",
-            || async { r.metric("gateway_requests_total").await.unwrap_or(0.0) >= 5.0 },
-        )
-        .await
-        .expect("the restarted replica is back in rotation");
-        if i == 0 {
-            let flipped = http
-                .put(format!(
-                    "{}/admin/routes/register-user/mode",
-                    replicas[1].admin
-                ))
-                .bearer_auth(TOKEN)
-                .json(&serde_json::json!({"mode": "async"}))
-                .send()
+    // One round for CI; the soak variant restarts the fleet round after
+    // round for GATEWAY_SOAK_SECS.
+    let started = tokio::time::Instant::now();
+    let soak = gateway_tests::soak();
+    let mut round = 0;
+    loop {
+        for i in 0..replicas.len() {
+            let code = replicas[i]
+                .terminate(Duration::from_secs(30))
                 .await
-                .expect("flip answered");
-            assert!(flipped.status().is_success(), "flip: {}", flipped.status());
+                .expect("stops on SIGTERM");
+            exits.push(code);
+            replicas[i].restart().await.expect("starts again");
+            // Back in rotation: it serves requests through haproxy again.
+            let r = &replicas[i];
+            wait_until(
+                Duration::from_secs(30),
+                "the replica takes traffic",
+                || async { r.metric("gateway_requests_total").await.unwrap_or(0.0) >= 5.0 },
+            )
+            .await
+            .expect("the restarted replica is back in rotation");
+            if round == 0 && i == 0 {
+                let flipped = http
+                    .put(format!(
+                        "{}/admin/routes/register-user/mode",
+                        replicas[1].admin
+                    ))
+                    .bearer_auth(TOKEN)
+                    .json(&serde_json::json!({"mode": "async"}))
+                    .send()
+                    .await
+                    .expect("flip answered");
+                assert!(flipped.status().is_success(), "flip: {}", flipped.status());
+            }
+        }
+        round += 1;
+        if soak.is_none_or(|s| started.elapsed() >= s) {
+            break;
         }
     }
     let before = ledger.lock().expect("ledger").answers.len();
@@ -303,7 +314,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_request_and_loses_no_event() 
         .filter(|id| !in_kafka.contains(**id))
         .collect();
     println!(
-        "fleet: sent {}, acknowledged {}, failed {}, lost {}, exit codes {:?}, flip on 3/3 replicas",
+        "fleet: {round} rolling restart(s), sent {}, acknowledged {}, failed {}, lost {}, exit codes {:?}, flip on 3/3 replicas",
         ledger.answers.len(),
         acknowledged.len(),
         ledger.failures.len(),

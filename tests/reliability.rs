@@ -343,6 +343,7 @@ async fn no_acknowledged_request_is_lost_or_duplicated_under_load() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(Mutex::new(Ledger::default())),
     );
+    let started = tokio::time::Instant::now();
     let workers = load(&gw, 64, &stop, &ledger);
     wait_until(Duration::from_secs(60), "3000 requests answered", || {
         let ledger = Arc::clone(&ledger);
@@ -350,6 +351,10 @@ async fn no_acknowledged_request_is_lost_or_duplicated_under_load() {
     })
     .await
     .expect("load runs");
+    // The soak variant keeps the load up for GATEWAY_SOAK_SECS.
+    if let Some(soak) = gateway_tests::soak() {
+        tokio::time::sleep(soak.saturating_sub(started.elapsed())).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("worker");

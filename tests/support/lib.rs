@@ -665,3 +665,14 @@ impl SaslListener {
         }
     }
 }
+
+/// `GATEWAY_SOAK_SECS`: how long the soak variants of the load tests keep
+/// their load up (`no_acknowledged_request_is_lost_or_duplicated_under_load`,
+/// the fleet's rolling restarts). Unset or 0: the short variant CI runs.
+pub fn soak() -> Option<Duration> {
+    std::env::var("GATEWAY_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
