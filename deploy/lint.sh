@@ -19,9 +19,10 @@ if [ ! -x "$tools/npm/node_modules/.bin/dockerfile-utils" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools/npm" dockerfile-utils@0.16.3
 fi
 
-manifests=(deploy/k8s/configmap.yaml deploy/k8s/deployment.yaml deploy/k8s/pdb.yaml deploy/k8s/service.yaml)
+manifests=(deploy/k8s/configmap.yaml deploy/k8s/deployment.yaml deploy/k8s/pdb.yaml deploy/k8s/service.yaml
+           deploy/k8s-statefulset/statefulset.yaml deploy/k8s-statefulset/service-pods.yaml)
 "$tools/venv/bin/kubernetes-validate" --strict "${manifests[@]}"
-"$tools/venv/bin/yamllint" -d relaxed --strict deploy/k8s/
+"$tools/venv/bin/yamllint" -d relaxed --strict deploy/k8s/ deploy/k8s-statefulset/
 out="$("$tools/npm/node_modules/.bin/dockerfile-utils" lint Dockerfile)"
 if [ -n "$out" ]; then
   echo "$out"
