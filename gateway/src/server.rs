@@ -64,19 +64,36 @@ pub enum StartError {
 /// (`gateway check`). A registry, if configured, is only read from.
 pub async fn check(path: &Path) -> Result<usize, Vec<Problem>> {
     let loaded = LoadedConfig::read(path).map_err(|e| vec![Problem::global(e.to_string())])?;
-    let problems = loaded.config.validate();
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let http = upstream::client_for(&loaded.config.upstream_tls)
-        .map_err(|e| vec![Problem::global(format!("upstream_tls: {e}"))])?;
+    // Certificates and keys are loaded as the server would load them; a
+    // missing file is already one of the build's problems.
+    let mut tls_problems = Vec::new();
+    let u = &loaded.config.upstream_tls;
+    let usable = |f: &Option<PathBuf>| f.as_ref().is_none_or(|p| p.is_file());
+    let http = match upstream::client_for(u) {
+        Ok(c) => c,
+        Err(e) => {
+            if usable(&u.ca_file) && usable(&u.cert_file) && usable(&u.key_file) {
+                tls_problems.push(Problem::global(format!("upstream_tls: {e}")));
+            }
+            upstream::client()
+        }
+    };
     if let Some(tls) = &loaded.config.server.tls {
-        crate::tls::server(tls).map_err(|e| vec![Problem::global(format!("server.tls: {e}"))])?;
+        if tls.cert_file.is_file() && tls.key_file.is_file() {
+            if let Err(e) = crate::tls::server(tls) {
+                tls_problems.push(Problem::global(format!("server.tls: {e}")));
+            }
+        }
     }
     let ids = SchemaIds::lookup_only(&loaded, &http);
-    routing::build(&loaded, &ids)
-        .await
-        .map(|t| t.routes().len())
+    match routing::build(&loaded, &ids).await {
+        Ok(t) if tls_problems.is_empty() => Ok(t.routes().len()),
+        Ok(_) => Err(tls_problems),
+        Err(mut problems) => {
+            problems.extend(tls_problems);
+            Err(problems)
+        }
+    }
 }
 
 /// Settings that override the file at start (used by `gateway demo` and tests).
