@@ -195,14 +195,8 @@ async fn dual_write_event_reaches_the_real_broker_only_for_2xx() {
 #[tokio::test]
 async fn broker_outage_async_refuses_dual_write_spools_and_delivers_after_recovery() {
     require_broker(&bootstrap()).await;
-    let port: u16 = std::env::var("KAFKA_OUTAGE_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(19192);
-    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
-        .await
-        .expect("broker thread");
-    let bootstrap = format!("127.0.0.1:{port}");
+    let broker = PrivateBroker::launch("KAFKA_OUTAGE_PORT", 19192).await;
+    let bootstrap = broker.bootstrap();
 
     let legacy = MockServer::start().await;
     Mock::given(method("POST"))

@@ -149,13 +149,7 @@ fn load(
 
 #[tokio::test]
 async fn gateway_killed_under_load_loses_nothing_and_retries_make_no_second_event() {
-    let port: u16 = std::env::var("KAFKA_CRASH_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(19492);
-    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
-        .await
-        .expect("broker thread");
+    let broker = PrivateBroker::launch("KAFKA_CRASH_PORT", 19492).await;
     let bootstrap = broker.bootstrap();
     let legacy = MockServer::start().await;
     Mock::given(method("POST"))

@@ -40,6 +40,19 @@ ca_file = "{ca}"
 
 const ORDER: &str = r#"{"orderId":"o-1","customerId":"c-42","items":[],"totalCents":1}"#;
 
+/// Posts [`ORDER`] to the async route at `base`; the status.
+async fn post_order(base: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/orders"))
+        .header("content-type", "application/json")
+        .body(ORDER)
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn the_gateway_publishes_through_sasl_ssl_with_plain_and_scram() {
     let sasl = SaslListener::from_env();
@@ -70,15 +83,8 @@ async fn the_gateway_publishes_through_sasl_ssl_with_plain_and_scram() {
         let gw = TestGateway::start(&config)
             .await
             .unwrap_or_else(|e| panic!("{mechanism}: the gateway starts: {e:#}"));
-        let r = gw
-            .http
-            .post(format!("{}/orders", gw.base))
-            .header("content-type", "application/json")
-            .body(ORDER)
-            .send()
-            .await
-            .expect("answer");
-        assert_eq!(r.status(), 202, "{mechanism}: accepted");
+        let status = post_order(&gw.base).await;
+        assert_eq!(status, 202, "{mechanism}: accepted");
         let ready = reqwest::get(format!("{}/readyz", gw.admin))
             .await
             .expect("readyz");
@@ -123,14 +129,8 @@ async fn credentials_from_the_environment_work_and_never_reach_the_log() {
     )
     .await
     .expect("the gateway starts with settings from the environment");
-    let r = reqwest::Client::new()
-        .post(format!("{}/orders", gw.base))
-        .header("content-type", "application/json")
-        .body(ORDER)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(r.status(), 202);
+    let status = post_order(&gw.base).await;
+    assert_eq!(status, 202);
     // Everything the admin port serves, and the log: no password.
     let http = reqwest::Client::new();
     for path in ["/admin/routes", "/metrics", "/readyz", "/healthz"] {
@@ -272,15 +272,8 @@ ca_file = "{ca}"
     let gw = TestGateway::start(&config)
         .await
         .expect("the gateway starts with OAUTHBEARER");
-    let r = gw
-        .http
-        .post(format!("{}/orders", gw.base))
-        .header("content-type", "application/json")
-        .body(ORDER)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(r.status(), 202);
+    let status = post_order(&gw.base).await;
+    assert_eq!(status, 202);
     let records = read_topic(&plaintext_bootstrap(), &topic)
         .await
         .expect("read back");

@@ -392,13 +392,7 @@ async fn no_acknowledged_request_is_lost_or_duplicated_under_load() {
 #[tokio::test]
 async fn broker_killed_under_load_loses_no_acknowledged_event_and_recovers() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let port: u16 = std::env::var("KAFKA_FAULT_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(19292);
-    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
-        .await
-        .expect("broker thread");
+    let broker = PrivateBroker::launch("KAFKA_FAULT_PORT", 19292).await;
     let bootstrap = broker.bootstrap();
     let legacy = legacy().await;
     let (orders, users) = ("fault.orders", "fault.users");
@@ -486,13 +480,7 @@ async fn broker_killed_under_load_loses_no_acknowledged_event_and_recovers() {
 #[tokio::test]
 async fn broker_paused_for_30_s_sheds_with_503_and_recovers_after() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let port: u16 = std::env::var("KAFKA_PAUSE_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(19392);
-    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
-        .await
-        .expect("broker thread");
+    let broker = PrivateBroker::launch("KAFKA_PAUSE_PORT", 19392).await;
     let bootstrap = broker.bootstrap();
     let legacy = legacy().await;
     let (orders, users) = ("pause.orders", "pause.users");
@@ -572,13 +560,7 @@ async fn broker_paused_for_30_s_sheds_with_503_and_recovers_after() {
 #[tokio::test]
 async fn a_retry_after_an_uncertain_503_sends_the_same_event_again() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let port: u16 = std::env::var("KAFKA_PAUSE_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(19392);
-    let broker = tokio::task::spawn_blocking(move || PrivateBroker::start(port))
-        .await
-        .expect("broker thread");
+    let broker = PrivateBroker::launch("KAFKA_PAUSE_PORT", 19392).await;
     let bootstrap = broker.bootstrap();
     let legacy = legacy().await;
     let (orders, users) = ("uncertain.orders", "uncertain.users");

@@ -78,16 +78,14 @@ fn served_cn(r: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
-fn tls_config(legacy: &str, dir: &Path) -> String {
+/// A gateway with one passthrough route to `upstream`; `extra` adds TLS
+/// tables.
+fn passthrough(upstream: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
-[server.tls]
-cert_file = "{cert}"
-key_file = "{key}"
-reload_interval_secs = 1
 
 [kafka]
 bootstrap = "embedded"
@@ -96,7 +94,7 @@ bootstrap = "embedded"
 dir = "{schemas}"
 
 [upstreams.legacy]
-url = "{legacy}"
+url = "{upstream}"
 
 [[routes]]
 name = "get-order"
@@ -104,10 +102,22 @@ method = "GET"
 path = "/orders/{{id}}"
 upstream = "legacy"
 mode = "passthrough"
+
+{extra}
 "#,
-        cert = dir.join("tls.crt").display(),
-        key = dir.join("tls.key").display(),
         schemas = gateway_tests::repo_root().join("schemas").display(),
+    )
+}
+
+/// [`passthrough`] serving HTTPS with the pair in `dir`, looked at every second.
+fn tls_config(legacy: &str, dir: &Path) -> String {
+    passthrough(
+        legacy,
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_interval_secs = 1\n",
+            dir.join("tls.crt").display(),
+            dir.join("tls.key").display()
+        ),
     )
 }
 
@@ -220,36 +230,8 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
     let ca_file = certs.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert.pem()).expect("ca file");
     let config = |with_ca: bool| {
-        let ca_line = if with_ca {
-            format!("[upstream_tls]\nca_file = \"{}\"\n", ca_file.display())
-        } else {
-            String::new()
-        };
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-
-[kafka]
-bootstrap = "embedded"
-
-[schemas]
-dir = "{schemas}"
-
-{ca_line}
-[upstreams.legacy]
-url = "{https_upstream}"
-
-[[routes]]
-name = "get-order"
-method = "GET"
-path = "/orders/{{id}}"
-upstream = "legacy"
-mode = "passthrough"
-"#,
-            schemas = gateway_tests::repo_root().join("schemas").display(),
-        )
+        let ca = format!("[upstream_tls]\nca_file = \"{}\"\n", ca_file.display());
+        passthrough(&https_upstream, if with_ca { &ca } else { "" })
     };
     let gw = TestGateway::start(&config(true))
         .await

@@ -391,6 +391,18 @@ impl PrivateBroker {
         broker
     }
 
+    /// Starts a broker on the port the environment variable `port_var`
+    /// names, else on `default_port` (off the async runtime's threads).
+    pub async fn launch(port_var: &str, default_port: u16) -> Self {
+        let port: u16 = std::env::var(port_var)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default_port);
+        tokio::task::spawn_blocking(move || Self::start(port))
+            .await
+            .expect("broker thread")
+    }
+
     /// Runs `broker.sh <action>` (start, stop, ...) and fails if it fails.
     pub fn run(&self, action: &str) {
         let out = self.cmd(action);

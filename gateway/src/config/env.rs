@@ -148,7 +148,7 @@ fn tls(c: &mut Config) -> &mut super::ServerTls {
     c.server.tls.get_or_insert_with(|| super::ServerTls {
         cert_file: PathBuf::new(),
         key_file: PathBuf::new(),
-        reload_interval_secs: 10,
+        reload_interval_secs: super::default_tls_reload_secs(),
     })
 }
 

@@ -73,7 +73,7 @@ pub struct ServerTls {
     pub reload_interval_secs: u64,
 }
 
-fn default_tls_reload_secs() -> u64 {
+pub(super) fn default_tls_reload_secs() -> u64 {
     10
 }
 
@@ -706,6 +706,16 @@ fn default_upstream_timeout_ms() -> u64 {
     5_000
 }
 
+/// `p` as written in a config file in `base_dir`: relative paths are
+/// relative to that directory.
+pub(crate) fn resolve_in(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
 /// A parsed config together with the directory its relative paths resolve against.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -751,21 +761,21 @@ impl LoadedConfig {
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let from_env = env::apply(&mut config, env)?;
         config.kafka.security.prepare(&base_dir, env);
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                *p = base_dir.join(&*p);
-            }
-        };
         if let Some(tls) = &mut config.server.tls {
-            resolve(&mut tls.cert_file);
-            resolve(&mut tls.key_file);
+            for p in [&mut tls.cert_file, &mut tls.key_file] {
+                // An unset file (an override named only the other) stays
+                // empty, for validation to name.
+                if !p.as_os_str().is_empty() {
+                    *p = resolve_in(&base_dir, p);
+                }
+            }
         }
         let u = &mut config.upstream_tls;
         for p in [&mut u.ca_file, &mut u.cert_file, &mut u.key_file]
             .into_iter()
             .flatten()
         {
-            resolve(p);
+            *p = resolve_in(&base_dir, p);
         }
         Ok(Self {
             config,
@@ -776,11 +786,7 @@ impl LoadedConfig {
 
     /// Resolves a path from the file against the file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        resolve_in(&self.base_dir, p)
     }
 
     /// Schema directory, resolved.

@@ -211,7 +211,7 @@ impl KafkaSecurity {
         .into_iter()
         .flatten()
         {
-            *file = resolve(base_dir, file);
+            *file = super::resolve_in(base_dir, file);
         }
         self.password = match &self.password_file {
             Some(path) => match std::fs::read_to_string(path) {
@@ -326,14 +326,6 @@ impl KafkaSecurity {
                 },
             );
         }
-    }
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
     }
 }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_declared_length, encode_event, event_context, origin, read_body};
+use super::{check_declared_length, encode_event, event_context, read_body};
 use crate::events::{OutgoingEvent, PublishError};
 use crate::problem::GatewayError;
 use crate::routing::{Limits, Route};
@@ -25,14 +25,8 @@ pub(super) async fn serve(
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &limits).await?;
     let mut ctx = event_context(&parts.headers)?;
-    ctx.origin = Some(origin(&parts));
-    // The same key on another resource of the route is another request.
-    ctx.request_hash = ctx
-        .idempotency_key
-        .as_ref()
-        .map(|_| crate::idempotency::request_hash(&parts.method, &parts.uri, &bytes));
+    let fingerprint = super::identify(&mut ctx, &parts, &bytes);
     let event = encode_event(route, params, &bytes, &ctx)?;
-    let fingerprint = ctx.idempotency_key.clone().zip(ctx.request_hash);
 
     // Publication runs in its own task: once the event is handed to the
     // producer, a caller who disconnects cannot cancel the bookkeeping (the
@@ -42,7 +36,7 @@ pub(super) async fn serve(
     let accepted = shared
         .tasks
         .spawn(tracing::Instrument::in_current_span(async move {
-            accept(&task_shared, &route_name, &event, fingerprint).await
+            accept(&task_shared, &route_name, event, fingerprint).await
         }))
         .await
         .map_err(|e| GatewayError::Internal(format!("publish task failed: {e}")))??;
@@ -53,11 +47,11 @@ pub(super) async fn serve(
 async fn accept(
     shared: &Shared,
     route: &str,
-    event: &OutgoingEvent,
+    event: OutgoingEvent,
     fingerprint: Option<(String, u64)>,
 ) -> Result<Accepted, GatewayError> {
     let Some((idem_key, body_hash)) = fingerprint else {
-        return publish(shared, event)
+        return publish(shared, &event)
             .await
             .map_err(|source| publish_error(&event.topic, source));
     };
@@ -68,7 +62,7 @@ async fn accept(
     // different ones.
     let event = match shared.uncertain.get(&cache_key).await {
         Some((hash, earlier)) if hash == body_hash => earlier,
-        _ => Arc::new(event.clone()),
+        _ => Arc::new(event),
     };
     // Concurrent requests with the same key wait on one publication; a
     // failed publication is not remembered as an answer, so a retry

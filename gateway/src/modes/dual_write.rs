@@ -35,12 +35,7 @@ pub(super) async fn serve(
         event_context(&headers).unwrap_or_default()
     });
     let mut ctx = ctx;
-    ctx.origin = Some(super::origin(&parts));
-    ctx.request_hash = ctx
-        .idempotency_key
-        .as_ref()
-        .map(|_| crate::idempotency::request_hash(&parts.method, &parts.uri, &bytes));
-    let fingerprint = ctx.idempotency_key.clone().zip(ctx.request_hash);
+    let fingerprint = super::identify(&mut ctx, &parts, &bytes);
     // Encoded before the call, published only after a 2xx. The legacy service
     // stays the source of truth: a body it accepts is never refused here.
     let event = encode_event(route, params, &bytes, &ctx);

@@ -618,6 +618,23 @@ pub(crate) fn event_context(headers: &http::HeaderMap) -> Result<EventContext, G
     })
 }
 
+/// Fills in the request's origin and, for a request with an
+/// `Idempotency-Key`, its fingerprint; returns (key, fingerprint), which is
+/// how a retry of the same request is recognised. The same key on another
+/// resource of the route, or with another body, is another request.
+pub(crate) fn identify(
+    ctx: &mut EventContext,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Option<(String, u64)> {
+    ctx.origin = Some(origin(parts));
+    ctx.request_hash = ctx
+        .idempotency_key
+        .as_ref()
+        .map(|_| crate::idempotency::request_hash(&parts.method, &parts.uri, body));
+    ctx.idempotency_key.clone().zip(ctx.request_hash)
+}
+
 /// `version-traceid-parentid-flags`, lowercase hex (W3C Trace Context).
 fn is_traceparent(value: &str) -> bool {
     let hex = |s: &str, n: usize| {
